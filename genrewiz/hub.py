@@ -1,0 +1,112 @@
+"""Where the weights come from: a Hub repo, a local checkpoint folder, or the bundled fallback.
+
+Resolution order: the ``source`` argument, else ``$GENREWIZ_MODEL``, else :data:`DEFAULT_REPO_ID`.
+A repo that cannot be fetched (offline, ``HF_HUB_OFFLINE=1``, not cached, missing) falls back
+to the checkpoint shipped inside the package, and one log line says which weights are in use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
+
+from .model import PCRNN
+
+logger = logging.getLogger("genrewiz")
+
+DEFAULT_REPO_ID = "genrewiz/pcrnn-gtzan"
+MODEL_ENV_VAR = "GENREWIZ_MODEL"
+BUNDLED_DIR = Path(__file__).with_name("weights")
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "README.md")
+"""What a checkpoint folder holds: weights, config, and the evaluation that backs its numbers."""
+_PROBE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which checkpoint was loaded: ``kind`` is ``hub``, ``local`` or ``bundled``."""
+
+    kind: Literal["hub", "local", "bundled"]
+    location: str
+    directory: Path
+    revision: str | None = None
+
+    def describe(self) -> str:
+        """One human line, e.g. ``Hub genrewiz/pcrnn-gtzan @ 3f2a1c9``."""
+        if self.kind == "hub":
+            return f"Hub {self.location} @ {(self.revision or '?')[:7]}"
+        if self.kind == "bundled":
+            return f"bundled weights ({self.directory})"
+        return f"local checkpoint {self.directory}"
+
+    def metrics(self) -> dict[str, Any] | None:
+        """The checkpoint's ``metrics.json`` (its measured accuracy), if it ships one."""
+        path = self.directory / "metrics.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def bundled_source() -> ModelSource:
+    """The checkpoint inside the package, usable with no network and no cache."""
+    return ModelSource("bundled", "genrewiz", BUNDLED_DIR)
+
+
+def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None) -> ModelSource:
+    """Find a checkpoint folder on disk for ``source``, downloading it from the Hub if needed.
+
+    A path (existing folder, or anything starting with ``/``, ``.`` or ``~``) must exist: a
+    mistyped path is an error, never a silent fallback. A repo id that cannot be fetched falls
+    back to :func:`bundled_source`.
+    """
+    source = os.fspath(source or os.environ.get(MODEL_ENV_VAR) or DEFAULT_REPO_ID)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return ModelSource("local", source, path.resolve())
+    if source.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model folder not found: {source}")
+    try:
+        directory = Path(
+            snapshot_download(
+                source,
+                cache_dir=cache_dir,
+                allow_patterns=list(CHECKPOINT_FILES),
+                local_files_only=constants.HF_HUB_OFFLINE or not _hub_reachable(),
+            )
+        )
+    except (OSError, HfHubHTTPError, ValueError) as err:
+        logger.warning("Could not get %s from the Hub (%s); falling back to the bundled weights.", source, err)
+        return bundled_source()
+    return ModelSource("hub", source, directory, revision=directory.name)
+
+
+def load_model(
+    source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None
+) -> tuple[PCRNN, ModelSource]:
+    """Resolve ``source`` (see :func:`resolve_source`) and load it strictly, in eval mode."""
+    resolved = resolve_source(source, cache_dir=cache_dir)
+    model = PCRNN.from_pretrained(resolved.directory)
+    logger.info("GenreWiz weights: %s", resolved.describe())
+    return model, resolved
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hub endpoint accepts a TCP connection within a few seconds.
+
+    Without this, ``huggingface_hub`` spends ~23 s of retries per file before reporting an
+    unreachable network; probing first lets an offline start fall back to the cache at once.
+    """
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=_PROBE_TIMEOUT).close()
+    except OSError:
+        return False
+    return True

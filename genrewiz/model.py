@@ -1,0 +1,148 @@
+"""The parallel CNN-RNN (PCRNN) genre classifier.
+
+The model reads one normalised log-mel window ``(batch, 1, 640, 128)`` (time x mel) along two
+branches and concatenates them into one linear layer that returns **logits**:
+
+- CNN: five blocks of Conv2d with a (3, 1) kernel -> ReLU -> MaxPool, channels 16/32/64/64/64,
+  pools (2,2),(2,2),(2,2),(4,4),(4,4) -> 64 x 4 x 1 = 256 features.
+- RNN: MaxPool(4, 2) over the spectrogram -> 160 steps x 64 mel bins -> bidirectional GRU of
+  64 units (``batch_first=True``); the last hidden state of each direction -> 128 features.
+
+The student version this replaces had three bugs, fixed here:
+
+1. its GRU had ``hidden_size=1``, so the recurrent branch passed two numbers to the classifier;
+2. it fed ``(batch, time, features)`` to a GRU built without ``batch_first=True``, so the GRU
+   ran over the batch axis and mixed songs together;
+3. it applied softmax in ``forward`` and then ``CrossEntropyLoss`` (which applies log-softmax
+   itself), flattening the gradients. Here ``forward`` returns logits; softmax happens only
+   at prediction time.
+
+(A fourth, data-side bug, analysing only the first 15 s of a clip, is fixed in
+:mod:`genrewiz.predict`, which classifies whole songs window by window.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from torch import nn
+
+from .features import FeatureConfig
+
+GTZAN_GENRES: tuple[str, ...] = (
+    "blues",
+    "classical",
+    "country",
+    "disco",
+    "hiphop",
+    "jazz",
+    "metal",
+    "pop",
+    "reggae",
+    "rock",
+)
+
+_CNN_POOLS: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (4, 4), (4, 4))
+
+
+class PCRNN(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="genrewiz",
+    tags=["audio-classification", "music-genre-classification", "gtzan", "pytorch"],
+    pipeline_tag="audio-classification",
+    license="mit",
+):
+    """Parallel CNN-RNN over a log-mel window; ``save_pretrained``/``from_pretrained`` via the Hub mixin.
+
+    Every constructor argument is written to ``config.json``, so a checkpoint carries its
+    labels and the exact :class:`FeatureConfig` it was trained with.
+    """
+
+    def __init__(
+        self,
+        labels: list[str] | tuple[str, ...] = GTZAN_GENRES,
+        features: FeatureConfig | dict = FeatureConfig(),
+        cnn_channels: list[int] | tuple[int, ...] = (16, 32, 64, 64, 64),
+        gru_hidden: int = 64,
+        rnn_pool: list[int] | tuple[int, int] = (4, 2),
+    ) -> None:
+        super().__init__()
+        self.features = FeatureConfig.from_dict(features) if isinstance(features, dict) else features
+        self.labels = list(labels)
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be at least two distinct names")
+        if len(cnn_channels) != len(_CNN_POOLS):
+            raise ValueError(f"cnn_channels needs {len(_CNN_POOLS)} entries")
+
+        blocks: list[nn.Module] = []
+        in_channels = 1
+        time, freq = self.features.window_frames, self.features.n_mels
+        for out_channels, pool in zip(cnn_channels, _CNN_POOLS):
+            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size=(3, 1)), nn.ReLU(), nn.MaxPool2d(pool)]
+            in_channels = out_channels
+            time, freq = (time - 2) // pool[0], freq // pool[1]
+        if time < 1 or freq < 1:
+            raise ValueError("window too small for five conv/pool blocks")
+        self.cnn = nn.Sequential(*blocks, nn.Flatten())
+        cnn_features = in_channels * time * freq
+
+        self.rnn_pool = nn.MaxPool2d(tuple(rnn_pool))
+        self.gru = nn.GRU(
+            input_size=self.features.n_mels // rnn_pool[1],
+            hidden_size=gru_hidden,
+            batch_first=True,
+            bidirectional=True,
+        )
+        self.classifier = nn.Linear(cnn_features + 2 * gru_hidden, len(self.labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(batch, 1, frames, n_mels)`` windows to ``(batch, n_labels)`` logits."""
+        cnn = self.cnn(x)
+        seq = self.rnn_pool(x).squeeze(1)
+        _, hidden = self.gru(seq)
+        rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
+        return self.classifier(torch.cat([cnn, rnn], dim=1))
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs,
+    ) -> PCRNN:
+        """Load ``model.safetensors`` strictly; never fall back to a pickle, never skip a layer.
+
+        The mixin's default loads with ``strict=False`` (a mismatched checkpoint would come back
+        with random layers) and tries ``pytorch_model.bin`` pickles; neither is acceptable here,
+        so ``strict`` is accepted only to match the mixin's signature and loading is always strict.
+        """
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            model_file = os.path.join(model_id, constants.SAFETENSORS_SINGLE_FILE)
+            if not os.path.isfile(model_file):
+                raise FileNotFoundError(f"no {constants.SAFETENSORS_SINGLE_FILE} in {model_id}")
+        else:
+            model_file = hf_hub_download(
+                repo_id=model_id,
+                filename=constants.SAFETENSORS_SINGLE_FILE,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        safetensors.torch.load_model(model, model_file, strict=True, device=map_location)
+        model.eval()
+        return model

@@ -1,0 +1,155 @@
+"""Whole-song prediction: file -> waveform -> log-mel -> windows -> model -> probabilities.
+
+Load a :class:`GenreClassifier` once and call :meth:`GenreClassifier.predict` for each song.
+Decoding (:func:`analyse`) is separate from classifying (:meth:`GenreClassifier.classify`) so
+that the CLI can decode in worker processes while one model serves them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import DEFAULT_MAX_DURATION, Audio, load_audio, prepare_waveform
+from .features import FeatureConfig, log_mel, make_windows
+from .hub import ModelSource, load_model
+from .model import PCRNN
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the model needs from one song: its log-mel spectrogram and how much was read."""
+
+    mel_db: np.ndarray
+    duration: float
+    source_duration: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Genre probabilities for a whole song, and per window for a timeline.
+
+    ``probabilities`` is the mean of ``window_probabilities`` over the song's windows, which
+    start at ``window_starts`` seconds. ``mel_db`` is the ``(frames, n_mels)`` spectrogram the
+    model saw; ``padded`` says the song was shorter than one window and was looped.
+    """
+
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+    window_probabilities: np.ndarray
+    window_starts: np.ndarray
+    mel_db: np.ndarray
+    duration: float
+    source_duration: float
+    padded: bool
+
+    @property
+    def truncated(self) -> bool:
+        """Whether only the first part of a longer file was analysed."""
+        return self.source_duration - self.duration > 0.5
+
+    @property
+    def genre(self) -> str:
+        """The most likely genre."""
+        return self.labels[int(np.argmax(self.probabilities))]
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` most likely genres with their probabilities, best first."""
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+    def as_dict(self) -> dict[str, float]:
+        """``{genre: probability}`` for every label, the form ``gr.Label`` takes."""
+        return {label: float(p) for label, p in zip(self.labels, self.probabilities)}
+
+
+def analyse(
+    audio: str | os.PathLike[str] | np.ndarray,
+    config: FeatureConfig,
+    sample_rate: int | None = None,
+    max_duration: float = DEFAULT_MAX_DURATION,
+) -> Analysis:
+    """Decode a file (or condition a waveform at ``sample_rate``) and compute its log-mel.
+
+    Raises:
+        AudioError: the input cannot be analysed (see :func:`genrewiz.audio.load_audio`).
+    """
+    if isinstance(audio, np.ndarray):
+        if sample_rate is None:
+            raise ValueError("sample_rate is required with a waveform array")
+        clip: Audio = prepare_waveform(audio, sample_rate, config.sample_rate, max_duration)
+    else:
+        clip = load_audio(audio, config.sample_rate, max_duration)
+    return Analysis(log_mel(clip.samples, config), clip.duration, clip.source_duration)
+
+
+class GenreClassifier:
+    """A loaded PCRNN and its feature settings, ready to classify any number of songs.
+
+    Example:
+        >>> classifier = GenreClassifier.from_pretrained()          # doctest: +SKIP
+        >>> classifier.predict("song.mp3").top(3)                   # doctest: +SKIP
+        [('rock', 0.71), ('metal', 0.12), ('blues', 0.07)]
+    """
+
+    def __init__(
+        self,
+        model: PCRNN,
+        source: ModelSource | None = None,
+        max_duration: float = DEFAULT_MAX_DURATION,
+        batch_size: int = 16,
+    ) -> None:
+        self.model = model.eval()
+        self.source = source
+        self.max_duration = max_duration
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None, **kwargs
+    ) -> GenreClassifier:
+        """Load weights from a Hub repo id, a local folder, or (by default) the resolved checkpoint."""
+        model, resolved = load_model(source, cache_dir=cache_dir)
+        return cls(model, resolved, **kwargs)
+
+    @property
+    def config(self) -> FeatureConfig:
+        """The feature settings the model was trained with."""
+        return self.model.features
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Genre names in the model's output order."""
+        return tuple(self.model.labels)
+
+    def predict(self, audio: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None) -> Prediction:
+        """Classify a whole song from a path, or from a waveform array with its ``sample_rate``."""
+        return self.classify(analyse(audio, self.config, sample_rate, self.max_duration))
+
+    def classify(self, analysis: Analysis) -> Prediction:
+        """Run the model over every window of an analysed song and average the probabilities."""
+        windows = make_windows(analysis.mel_db, self.config)
+        probs = self.window_probabilities(windows.data)
+        return Prediction(
+            labels=self.labels,
+            probabilities=probs.mean(axis=0),
+            window_probabilities=probs,
+            window_starts=windows.start_frames * self.config.frame_seconds,
+            mel_db=analysis.mel_db,
+            duration=analysis.duration,
+            source_duration=analysis.source_duration,
+            padded=windows.padded,
+        )
+
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches."""
+        with torch.inference_mode():
+            batches = [
+                torch.softmax(self.model(torch.from_numpy(windows[i : i + self.batch_size])), dim=1)
+                for i in range(0, len(windows), self.batch_size)
+            ]
+        return torch.cat(batches).numpy()
