@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from huggingface_hub import constants, snapshot_download
+from huggingface_hub import constants, is_offline_mode, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
 from .model import PCRNN
@@ -78,7 +78,7 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
                 source,
                 cache_dir=cache_dir,
                 allow_patterns=list(CHECKPOINT_FILES),
-                local_files_only=constants.HF_HUB_OFFLINE or not _hub_reachable(),
+                local_files_only=is_offline_mode() or not _hub_reachable(),
             )
         )
     except (OSError, HfHubHTTPError, ValueError) as err:
