@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -96,7 +97,9 @@ def predict_files(
             bar.update()
         bar.close()
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # Forked workers start in milliseconds. They run only numpy/librosa code: torch's OpenMP
+    # pool is not fork-safe, so nothing on the worker side may call into torch.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         pending: list[tuple[Path, Future]] = []
         queue = iter(files)
         for path in queue:
