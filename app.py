@@ -1,0 +1,312 @@
+"""GenreWiz web app: upload or record a song, see what the model saw, get its top-5 genres.
+
+A thin Gradio layer over :mod:`genrewiz`; every step of the pipeline (decoding, log-mel,
+windows, model) is the library's. Run it with ``python app.py`` (this is also what a Hugging
+Face Space runs); ``GENREWIZ_MODEL`` picks the weights (Hub repo id or local folder), and
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` where it listens.
+
+From Python, the ``/predict`` endpoint returns ``(label, spectrogram)``::
+
+    from gradio_client import Client, handle_file
+    label, spectrogram_png = Client(url).predict(handle_file("song.mp3"), api_name="/predict")
+
+Tests and benchmarks build the app around a classifier of their choice with
+:func:`build_demo` and start it with :func:`launch`, so they serve exactly what users get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import librosa
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.hub import ModelSource
+
+matplotlib.use("Agg")  # figures are rendered off-screen only; gr.Plot imports pyplot
+
+logger = logging.getLogger("genrewiz.app")
+
+EXAMPLES_DIR = Path(__file__).resolve().with_name("examples")
+EXAMPLE_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac")
+TOP_K = 5
+MAX_FILE_SIZE = 120 * 1024 * 1024
+"""Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
+CONCURRENCY_LIMIT = 2
+"""Predictions run at once; more would only share the same CPU cores (a free Space has two)."""
+QUEUE_SIZE = 64
+"""Requests waiting beyond that are refused with 'Queue is full' instead of piling up."""
+DELETE_CACHE = (3600, 3600)
+"""Uploads and rendered images older than an hour are removed every hour."""
+
+_MB = 1024 * 1024
+_ERROR_TITLE = "Can't analyse this audio"
+_SPECTROGRAM_SIZE = (10.0, 4.0)
+_TIMELINE_SIZE = (10.0, 2.8)
+_DPI = 100
+_MEL_TICKS_HZ = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
+    """Audio files in ``folder`` (ogg, mp3, wav, flac), sorted, as absolute paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_EXTENSIONS)
+
+
+def classify_file(
+    classifier: GenreClassifier, path: str | os.PathLike[str] | None, max_file_size: int | None = None
+) -> Prediction:
+    """Classify one uploaded or recorded file; every problem with the input becomes a ``gr.Error``.
+
+    ``max_file_size`` (bytes) is checked here too, because the upload limit of ``launch()``
+    does not cover every path a file can reach the handler by (cached examples, files already
+    on the server).
+    """
+    if not path:
+        raise gr.Error("No audio yet: upload a file or record one with the microphone.", title=_ERROR_TITLE)
+    name = Path(path).name
+    if max_file_size is not None and os.path.isfile(path) and (size := os.path.getsize(path)) > max_file_size:
+        raise gr.Error(
+            f"{name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB).",
+            title=_ERROR_TITLE,
+            print_exception=False,
+        )
+    try:
+        return classifier.predict(path)
+    except AudioError as err:
+        logger.info("Rejected input: %s", err)
+        raise gr.Error(str(err), title=_ERROR_TITLE, print_exception=False) from err
+
+
+def _minutes(seconds: float) -> str:
+    """``75.3`` -> ``1:15``."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def analysed_span(prediction: Prediction) -> str:
+    """What part of the file the model heard, e.g. ``30.0 s analysed`` or ``first 10:00 of 45:12 analysed``."""
+    if prediction.truncated:
+        return f"first {_minutes(prediction.duration)} of {_minutes(prediction.source_duration)} analysed"
+    return f"{prediction.duration:.1f} s analysed"
+
+
+def _render(fig: Figure) -> np.ndarray:
+    """Draw a figure off-screen and return its pixels as an ``(h, w, 3)`` uint8 array."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def spectrogram_image(mel_db: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
+    """The log-mel spectrogram the model saw: time (s) by mel frequency (Hz), with a dB colour bar."""
+    fig = Figure(figsize=_SPECTROGRAM_SIZE, dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    seconds = mel_db.shape[0] * config.frame_seconds
+    image = ax.imshow(
+        mel_db.T,
+        origin="lower",
+        aspect="auto",
+        interpolation="antialiased",
+        extent=(0.0, seconds, 0.0, config.n_mels),
+        cmap="magma",
+        vmin=-config.top_db,
+        vmax=0.0,
+    )
+    # Bin i of the spectrogram is centred on mel_frequencies[i]: label the axis in Hz at those places.
+    fmax = config.fmax or config.sample_rate / 2
+    centres = librosa.mel_frequencies(n_mels=config.n_mels, fmin=config.fmin, fmax=fmax)
+    ticks = [hz for hz in _MEL_TICKS_HZ if centres[0] <= hz <= centres[-1]]
+    ax.set_yticks(np.interp(ticks, centres, np.arange(config.n_mels) + 0.5), [f"{hz:g}" for hz in ticks])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel frequency (Hz)")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
+    return _render(fig)
+
+
+def has_timeline(prediction: Prediction, config: FeatureConfig) -> bool:
+    """Whether the windows cover parts of the song far enough apart to be worth a timeline.
+
+    A 30 s clip fills one 29.7 s window and a second that starts a few frames later; a
+    timeline starts to mean something once the last window begins half a window in.
+    """
+    return bool(len(prediction.window_starts) > 1 and prediction.window_starts[-1] >= config.window_seconds / 2)
+
+
+def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_K) -> Figure:
+    """The song's top-``k`` genres, window by window: probability against each window's centre time."""
+    fig = Figure(figsize=_TIMELINE_SIZE, dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    centres = prediction.window_starts + config.window_seconds / 2
+    for genre, _ in prediction.top(k):
+        ax.plot(centres, prediction.window_probabilities[:, prediction.labels.index(genre)], marker=".", label=genre)
+    ax.set_xlim(0.0, prediction.duration)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(f"time (s), at the centre of each {config.window_seconds:.1f} s window")
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return fig
+
+
+def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -> str:
+    """A few lines on what was analysed and how, shown under the results."""
+    genre, confidence = prediction.top(1)[0]
+    windows = len(prediction.window_starts)
+    lines = [
+        f"**{name}**: {analysed_span(prediction)} in {windows} window{'s' if windows != 1 else ''} "
+        f"of {config.window_seconds:.1f} s; most likely **{genre}** ({confidence:.0%})."
+    ]
+    if prediction.truncated:
+        lines.append(f"Only the first {_minutes(prediction.duration)} of long files is analysed.")
+    if prediction.padded:
+        lines.append(
+            f"Shorter than one {config.window_seconds:.1f} s window, so the clip was looped to fill it: "
+            "expect less certain results than for a whole song."
+        )
+    return "\n\n".join(lines)
+
+
+def _format_accuracy(value: Any) -> str | None:
+    """``0.785`` -> ``78.5 %``; ``{"mean": 0.78, "std": 0.04}`` -> ``78.0 ± 4.0 %``."""
+    if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+        std = value.get("std")
+        scale = 100 if value["mean"] <= 1 else 1
+        spread = f" ± {std * scale:.1f}" if isinstance(std, (int, float)) else ""
+        return f"{value['mean'] * scale:.1f}{spread} %"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value * (100 if value <= 1 else 1):.1f} %"
+    return None
+
+
+def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
+    """Which weights are loaded and the accuracy their ``metrics.json`` reports.
+
+    Reads ``accuracy`` (a fraction, a percentage, or ``{"mean", "std"}``) and an optional
+    ``protocol`` string from the top level of ``metrics.json``.
+    """
+    where = source.describe() if source is not None else "weights passed in by the caller"
+    if source is not None and source.kind == "hub":
+        where = f"[{where}](https://huggingface.co/{source.location}/tree/{source.revision})"
+    accuracy = _format_accuracy((metrics or {}).get("accuracy"))
+    if accuracy is None:
+        reported = "no measured accuracy ships with these weights"
+    else:
+        protocol = (metrics or {}).get("protocol")
+        reported = f"reported accuracy **{accuracy}**" + (f" ({protocol})" if isinstance(protocol, str) else "")
+    return f"Model: {where}; {reported}."
+
+
+def build_demo(
+    classifier: GenreClassifier,
+    examples: Sequence[str | os.PathLike[str]] | None = None,
+) -> gr.Blocks:
+    """The GenreWiz app around ``classifier``, queued and ready for :func:`launch`.
+
+    ``examples`` defaults to :func:`list_examples`; their results are computed once at launch
+    (``gr.Examples(cache_examples=True)``, kept under ``$GRADIO_EXAMPLES_CACHE``).
+    """
+    config = classifier.config
+    example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
+    note = model_note(classifier.source, classifier.source.metrics() if classifier.source else None)
+
+    def predict(audio: str | None) -> tuple[dict[str, float], np.ndarray, tuple[str, Prediction]]:
+        """Top-5 genres with confidences, and the mel-spectrogram the model saw (PNG)."""
+        prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
+        name = Path(audio).name
+        image = spectrogram_image(prediction.mel_db, config, f"{name} · {analysed_span(prediction)}")
+        # The UI-only follow-up needs the probabilities, not the (up to 6 MB) spectrogram.
+        return dict(prediction.top(TOP_K)), image, (name, dataclasses.replace(prediction, mel_db=prediction.mel_db[:0]))
+
+    def show_details(result: tuple[str, Prediction]) -> tuple[Any, str]:
+        name, prediction = result
+        show = has_timeline(prediction, config)
+        timeline = timeline_figure(prediction, config) if show else None
+        return gr.update(value=timeline, visible=show), details_markdown(name, prediction, config)
+
+    def predict_all(audio: str) -> tuple[dict[str, float], np.ndarray, Any, str]:
+        label, image, result = predict(audio)
+        return label, image, *show_details(result)
+
+    with gr.Blocks(title="GenreWiz", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(
+            "# 🎵 GenreWiz\n"
+            "Upload a song or record one: GenreWiz listens to it in "
+            f"{config.window_seconds:.1f}-second windows and names its genre among the ten GTZAN genres "
+            f"({', '.join(classifier.labels)})."
+        )
+        gr.Markdown(note, elem_id="model-note")
+        with gr.Row():
+            with gr.Column(scale=2):
+                audio = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    label="Song (wav, mp3, flac, ogg; up to 10 minutes are analysed)",
+                )
+                button = gr.Button("Classify", variant="primary")
+            with gr.Column(scale=3):
+                label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres")
+        spectrogram = gr.Image(label="Mel spectrogram", format="png", interactive=False)
+        timeline = gr.Plot(label="Genre timeline", format="png", visible=False)
+        details = gr.Markdown(elem_id="details")
+        state = gr.State()
+        if example_paths:
+            gr.Examples(
+                examples=example_paths,
+                inputs=audio,
+                outputs=[label, spectrogram, timeline, details],
+                fn=predict_all,
+                cache_examples=True,
+                cache_mode="eager",
+                preload=False,
+                label="Examples (results cached)",
+            )
+
+        gr.on(
+            [audio.upload, audio.stop_recording, button.click],
+            predict,
+            inputs=audio,
+            outputs=[label, spectrogram, state],
+            api_name="predict",
+            concurrency_limit=CONCURRENCY_LIMIT,
+        ).success(show_details, inputs=state, outputs=[timeline, details], api_visibility="private")
+        audio.clear(
+            lambda: (None, None, gr.update(value=None, visible=False), ""),
+            outputs=[label, spectrogram, timeline, details],
+            api_visibility="private",
+            queue=False,
+        )
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
+    """Start the server with the product's settings; ``kwargs`` add to or override them."""
+    settings: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "show_error": False}
+    return demo.launch(**(settings | kwargs))
+
+
+def main() -> None:
+    """Load the model once (Hub repo in ``GENREWIZ_MODEL`` or the default, else bundled) and serve."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The example cache is keyed by component, not by model: recompute it at each start so that
+    # new weights never show old results (a Space starts from a clean folder anyway).
+    os.environ.setdefault("GRADIO_RESET_EXAMPLES_CACHE", "True")
+    launch(build_demo(GenreClassifier.from_pretrained()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The Gradio app served for real (in-process server, real model, real gradio_client).
+
+The clips are the files in ``examples/`` when there are any, else synthetic stand-ins. The
+model is the bundled checkpoint: whatever it predicts, the app must serve it faithfully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction
+from genrewiz.hub import BUNDLED_DIR
+from synthetic import STYLES, write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_MAX_FILE_SIZE = 8 * 1024 * 1024
+"""The served test app's upload limit: above every clip, small enough to exceed cheaply."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(
+    classifier: GenreClassifier, examples: list[str], cache_dir: Path, **launch_kwargs
+) -> Iterator[tuple[gr.Blocks, str, Path]]:
+    """Serve :func:`app.build_demo` in this process, with example results cached under ``cache_dir``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRADIO_EXAMPLES_CACHE", str(cache_dir))
+        demo = app.build_demo(classifier, examples)
+        _, url, _ = app.launch(
+            demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs
+        )
+        try:
+            yield demo, url, cache_dir
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="session")
+def classifier() -> GenreClassifier:
+    return GenreClassifier.from_pretrained(BUNDLED_DIR)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """``examples/`` if it has clips; otherwise 30 s synthetic clips and one long (75 s) one."""
+    real = app.list_examples()
+    if real:
+        return real
+    folder = tmp_path_factory.mktemp("examples")
+    synthetic = [str(write_clip(folder / f"{style}.wav", style, 30, seed=i)) for i, style in enumerate(STYLES)]
+    return [*synthetic, str(write_clip(folder / "long_pad.flac", "pad", 75))]
+
+
+@pytest.fixture(scope="session")
+def short_clip(clips: list[str]) -> str:
+    """A clip of at most ~30 s (the common request)."""
+    return next(c for c in clips if sf.info(c).duration <= 31)
+
+
+@pytest.fixture(scope="session")
+def predictions(classifier, clips) -> dict[str, Prediction]:
+    """What the library itself says about each clip."""
+    return {clip: classifier.predict(clip) for clip in clips}
+
+
+@pytest.fixture(scope="module")
+def served(classifier, clips, tmp_path_factory) -> Iterator[tuple[gr.Blocks, str, Path]]:
+    with running_app(
+        classifier, clips, tmp_path_factory.mktemp("examples-cache"), max_file_size=TEST_MAX_FILE_SIZE
+    ) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(served) -> Client:
+    return Client(served[1], verbose=False)
+
+
+def assert_top5(label: dict) -> None:
+    """A ``gr.Label`` value as the client returns it: five genres, best first, probabilities."""
+    confidences = label["confidences"]
+    assert len(confidences) == 5
+    values = [c["confidence"] for c in confidences]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert sum(values) <= 1.0 + 1e-6
+    assert values == sorted(values, reverse=True)
+    assert {c["label"] for c in confidences} <= set(GTZAN_GENRES)
+    assert label["label"] == confidences[0]["label"]
+
+
+# --- served through gradio_client ---------------------------------------------------------------
+
+
+def test_api_is_one_named_predict_endpoint(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/predict"]
+    returns = api["named_endpoints"]["/predict"]["returns"]
+    assert [r["component"] for r in returns] == ["Label", "Image"]
+
+
+def test_predict_each_example_through_client(client, clips, predictions):
+    for clip in clips:
+        label, image = client.predict(handle_file(clip), api_name="/predict")
+        assert_top5(label)
+        # The served numbers are the library's, not a second pipeline's.
+        expected = predictions[clip].top(5)
+        assert [c["label"] for c in label["confidences"]] == [g for g, _ in expected]
+        np.testing.assert_allclose([c["confidence"] for c in label["confidences"]], [p for _, p in expected], atol=1e-5)
+        with Image.open(image) as png:
+            assert png.format == "PNG"
+            assert png.width >= 600 and png.height >= 250
+
+
+def bad_inputs(folder: Path) -> list[tuple[Path, str]]:
+    """The inputs users get wrong, each with the words its error message must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wav = write_clip(folder / "good.wav", "pad", 5).read_bytes()
+    cases = {
+        "not_audio.wav": (b"GenreWiz: this is not audio\n" * 200, "not a readable audio file"),
+        "truncated.wav": (wav[:20], "not a readable audio file"),
+        "header_only.wav": (wav[:44], "no audio frames"),
+        "empty.wav": (b"", "empty"),
+        "song.m4a": (np.random.default_rng(0).bytes(4096), "unsupported format '.m4a'"),
+    }
+    inputs = []
+    for name, (data, phrase) in cases.items():
+        (folder / name).write_bytes(data)
+        inputs.append((folder / name, phrase))
+    sf.write(folder / "silent.wav", np.zeros(5 * 22_050, dtype=np.float32), 22_050)
+    inputs.append((folder / "silent.wav", "silent"))
+    inputs.append((write_clip(folder / "half_second.wav", "hihat", 0.5), "too short to judge"))
+    return inputs
+
+
+def test_bad_inputs_give_clear_errors_and_the_app_keeps_serving(client, short_clip, tmp_path):
+    for path, phrase in bad_inputs(tmp_path):
+        with pytest.raises(AppError) as raised:
+            client.predict(handle_file(str(path)), api_name="/predict")
+        message = str(raised.value)
+        assert path.name in message and phrase in message, message
+        label, _ = client.predict(handle_file(short_clip), api_name="/predict")
+        assert_top5(label)
+
+
+def test_no_audio_is_a_clear_error(client):
+    with pytest.raises(AppError, match="No audio yet"):
+        client.predict(None, api_name="/predict")
+
+
+def test_too_large_files_are_refused(served, client, classifier, short_clip, tmp_path):
+    big = tmp_path / "huge.wav"
+    big.write_bytes(Path(short_clip).read_bytes() + b"\0" * TEST_MAX_FILE_SIZE)
+    # The client checks the server's limit before uploading ...
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(big)), api_name="/predict")
+    # ... a raw upload is refused by the server ...
+    with open(big, "rb") as f:
+        response = httpx.post(f"{served[1]}gradio_api/upload", files={"files": ("huge.wav", f)}, timeout=60)
+    assert response.status_code == 413
+    # ... and a file that reaches the handler some other way is refused there.
+    with pytest.raises(gr.Error, match="too large"):
+        app.classify_file(classifier, big, max_file_size=TEST_MAX_FILE_SIZE)
+    label, _ = client.predict(handle_file(short_clip), api_name="/predict")
+    assert_top5(label)
+
+
+def test_twenty_concurrent_requests_all_succeed(client, short_clip):
+    jobs = [client.submit(handle_file(short_clip), api_name="/predict") for _ in range(20)]
+    results = [job.result(timeout=300) for job in jobs]
+    for label, image in results:
+        assert_top5(label)
+        assert Path(image).is_file()
+    assert len({json.dumps(label, sort_keys=True) for label, _ in results}) == 1
+
+
+def test_examples_respond_from_the_launch_cache(client, clips, classifier, predictions):
+    for index, clip in enumerate(clips):
+        label, image, timeline, details = client.predict(index, api_name="/load_example")
+        assert [c["label"] for c in label["confidences"]] == [g for g, _ in predictions[clip].top(5)]
+        assert Path(image).is_file()
+        assert Path(clip).name in details
+        # Long examples come with their genre timeline; 30 s clips (one window) hide it.
+        assert timeline["visible"] is app.has_timeline(predictions[clip], classifier.config)
+        assert (timeline["value"] is not None) is timeline["visible"]
+    assert any(Path(c).name.startswith("long_") for c in clips)
+
+
+def test_page_names_the_loaded_weights(served):
+    config = httpx.get(f"{served[1]}config", timeout=30).json()
+    notes = [c["props"].get("value", "") for c in config["components"] if c.get("props", {}).get("elem_id") == "model-note"]
+    assert notes and notes[0].startswith("Model: local checkpoint") and str(BUNDLED_DIR) in notes[0]
+
+
+# --- the pieces of the page ---------------------------------------------------------------------
+
+
+def test_list_examples_sorted_audio_only(tmp_path):
+    for name in ("b.ogg", "a.MP3", "c.flac", "d.wav", "notes.md", "make_examples.py", "e.m4a"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.wav").mkdir()
+    assert [Path(p).name for p in app.list_examples(tmp_path)] == ["a.MP3", "b.ogg", "c.flac", "d.wav"]
+    assert app.list_examples(tmp_path / "missing") == []
+
+
+def test_spectrogram_has_the_models_view(classifier, short_clip):
+    prediction = classifier.predict(short_clip)
+    image = app.spectrogram_image(prediction.mel_db, classifier.config, "title")
+    assert image.dtype == np.uint8 and image.shape == (400, 1000, 3)
+    assert image.std() > 10  # drawn, not blank
+
+
+def test_timeline_only_for_songs_longer_than_a_window(classifier, tmp_path):
+    short = classifier.predict(write_clip(tmp_path / "short.wav", "pad", 30))
+    long = classifier.predict(write_clip(tmp_path / "long.flac", "chirp", 75))
+    assert not app.has_timeline(short, classifier.config)
+    assert app.has_timeline(long, classifier.config)
+    figure = app.timeline_figure(long, classifier.config)
+    (axes,) = figure.axes
+    assert [line.get_label() for line in axes.get_lines()] == [g for g, _ in long.top(5)]
+    assert all(len(line.get_xdata()) == len(long.window_starts) for line in axes.get_lines())
+
+
+def test_details_say_when_a_song_was_cut_or_looped(classifier, tmp_path):
+    capped = GenreClassifier(classifier.model, classifier.source, max_duration=40)
+    cut = capped.predict(write_clip(tmp_path / "long.flac", "chirp", 75))
+    assert app.analysed_span(cut) == "first 0:40 of 1:15 analysed"
+    assert "Only the first 0:40" in app.details_markdown("long.flac", cut, classifier.config)
+    looped = classifier.predict(write_clip(tmp_path / "short.wav", "pad", 3))
+    assert app.analysed_span(looped) == "3.0 s analysed"
+    assert "looped" in app.details_markdown("short.wav", looped, classifier.config)
+
+
+def test_model_note_names_the_weights_and_their_accuracy(tmp_path):
+    PCRNN().save_pretrained(tmp_path)
+    metrics = {"accuracy": {"mean": 0.781, "std": 0.043}, "protocol": "5-fold CV on 80 GTZAN clips"}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    source = GenreClassifier.from_pretrained(tmp_path).source
+    note = app.model_note(source, source.metrics())
+    assert note == f"Model: local checkpoint {tmp_path}; reported accuracy **78.1 ± 4.3 %** (5-fold CV on 80 GTZAN clips)."
+    hub = dataclasses.replace(source, kind="hub", location="genrewiz/pcrnn-gtzan", revision="3f2a1c9d" * 5)
+    assert app.model_note(hub, {"accuracy": 0.8}) == (
+        "Model: [Hub genrewiz/pcrnn-gtzan @ 3f2a1c9](https://huggingface.co/genrewiz/pcrnn-gtzan/tree/"
+        + "3f2a1c9d" * 5
+        + "); reported accuracy **80.0 %**."
+    )
+    assert app.model_note(source, None).endswith("no measured accuracy ships with these weights.")
+    assert app.model_note(source, {"accuracy": 81.5}).endswith("reported accuracy **81.5 %**.")
+
+
+# --- what a Space runs ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_clip):
+    checkpoint = tmp_path / "checkpoint"
+    PCRNN().save_pretrained(checkpoint)
+    (checkpoint / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    port = free_port()
+    env = os.environ | {
+        "GENREWIZ_MODEL": str(checkpoint),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_EXAMPLES_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = open(tmp_path / "app.log", "wb")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "app.log").read_text()
+            try:
+                client = Client(url, verbose=False)
+                break
+            except (httpx.HTTPError, ValueError):
+                assert time.monotonic() < deadline, (tmp_path / "app.log").read_text()
+                time.sleep(1)
+        label, _ = client.predict(handle_file(short_clip), api_name="/predict")
+        assert_top5(label)
+        config = httpx.get(f"{url}config", timeout=30).json()
+        assert f"local checkpoint {checkpoint}; reported accuracy **50.0 %**" in json.dumps(config, ensure_ascii=False)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
