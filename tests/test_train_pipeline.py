@@ -1,0 +1,91 @@
+"""train/ end to end on a tiny synthetic GTZAN: train, evaluate, card, push --dry-run; all offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genrewiz import GenreClassifier, load_model
+from genrewiz.hub import resolve_source
+from tests.test_train_data import TINY, make_tree
+from train import card, evaluate, push
+from train.train import main as train_main
+
+pytestmark = pytest.mark.slow
+
+FEATURES = json.dumps(TINY.to_dict())
+EVALUATION_FILES = ("classification_report.txt", "confusion_matrix.png", "curves.png", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def gtzan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gtzan")
+    make_tree(root, "genres_original", ".wav", per_genre=5, seconds=7.0, genres=("blues", "jazz", "metal"))
+    return root
+
+
+def _train(gtzan, out, *extra):
+    return train_main(["--data", str(gtzan), "--out", str(out), "--cache-dir", str(gtzan / "cache"),
+                       "--features", FEATURES, "--workers", "1", "--no-progress", "--batch-size", "4", *extra])
+
+
+def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    history = _train(gtzan, out, "--split", "random", "--epochs", "2")
+
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
+        assert all(key in row for row in history["epochs"])
+    assert json.loads((out / "history.json").read_text())["best_epoch"] in (1, 2)
+    assert (out / "train.log").read_text().count("epoch") >= 2
+
+    model, source = load_model(str(out))
+    assert source.kind == "local" and model.labels == ["blues", "jazz", "metal"] and model.features == TINY
+    prediction = GenreClassifier(model).predict(gtzan / "genres_original" / "metal" / "metal.00000.wav")
+    assert prediction.genre in model.labels and abs(prediction.probabilities.sum() - 1) < 1e-5
+
+    metrics = evaluate.main(["--model", str(out), "--data", str(gtzan), "--split", "random", "--no-progress"])
+    for name in EVALUATION_FILES:
+        assert (out / name).stat().st_size > 0
+    assert metrics["n_clips"] == 3 and metrics["split"] == "random"
+    for key in ("accuracy", "macro_f1", "per_class_f1", "git_commit", "training_time_s"):
+        assert key in metrics
+    assert "macro avg" in (out / "classification_report.txt").read_text()
+
+    card.main(["--model", str(out)])
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\n") and "datasets:\n- gtzan" in text and "library_name: genrewiz" in text
+    assert "## Limitations" in text and "10 Western genres" in text
+    assert resolve_source(str(out)).metrics()["accuracy"] == metrics["accuracy"]
+
+    plan = push.main(["--model", str(out), "--repo", "someone/genrewiz-test", "--dry-run"])
+    assert "someone/genrewiz-test" in plan and "model.safetensors" in plan and "README.md" in plan
+
+
+def test_push_refuses_a_folder_without_a_card(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="README.md"):
+        push.main(["--model", str(tmp_path), "--repo", "someone/x", "--dry-run"])
+
+
+def test_kfold_report_and_all_clips_checkpoint(gtzan, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cv = _train(gtzan, tmp_path / "cv", "--split", "kfold", "--folds", "2", "--epochs", "1")
+    assert cv["folds"] == 2 and cv["n_clips"] == 15 and len(cv["per_fold"]) == 2
+    for key in ("accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "pooled_accuracy", "seconds_per_fold"):
+        assert isinstance(cv[key], float)
+    assert sum(map(sum, cv["confusion_matrix"])) == 15
+    for name in EVALUATION_FILES:
+        assert (tmp_path / "cv" / name).is_file()
+
+    history = _train(gtzan, tmp_path / "all", "--split", "all", "--epochs", "2")
+    assert history["n_train"] == 15 and history["n_valid"] == 0 and len(history["epochs"]) == 2
+
+    shipped = card.finish_checkpoint(tmp_path / "all", tmp_path / "cv", tmp_path / "weights", "a synthetic test set")
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["split"] == "kfold" and metrics["shipped_model"]["n_train"] == 15
+    text = (shipped / "README.md").read_text()
+    assert "2-fold cross-validation" in text and "optimistic" in text and "a synthetic test set" in text
+    assert GenreClassifier.from_pretrained(str(shipped)).labels == ("blues", "jazz", "metal")

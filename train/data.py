@@ -1,0 +1,233 @@
+"""GTZAN on disk -> labelled clips, train/valid splits, and log-mel spectrograms cached on disk.
+
+Spectrograms come from :func:`genrewiz.predict.analyse`, the function the app runs on every
+upload, so the model trains on exactly what it will be served. They are computed once and
+cached, keyed by a hash of the :class:`~genrewiz.features.FeatureConfig` and of each file's
+path, size and modification time, so an epoch reads arrays, never audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from tqdm.auto import tqdm
+
+from genrewiz.audio import AudioError
+from genrewiz.features import FeatureConfig
+from genrewiz.predict import analyse
+
+logger = logging.getLogger("train")
+
+AUDIO_SUFFIXES = frozenset({".au", ".wav"})
+"""GTZAN ships ``.au``; the Kaggle copy converted it to ``.wav``."""
+LAYOUTS = ("genres", "genres_original")
+"""Folder holding one sub-folder per genre: original GTZAN, Kaggle copy."""
+SPLIT_LISTS = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}
+"""The artist-filtered split files of ``coreyker/dnn-mgr`` (``gtzan/*_filtered.txt``)."""
+DEFAULT_CACHE_ROOT = Path("~/.cache/genrewiz/features")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled audio file; ``key`` (``jazz/jazz.00054``) names it independently of format."""
+
+    path: Path
+    label: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}/{self.path.stem}"
+
+
+@dataclass
+class Split:
+    """Clips to train on and clips to select the model by (empty when training on everything)."""
+
+    name: str
+    train: list[Clip]
+    valid: list[Clip] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+class SplitError(ValueError):
+    """A split that cannot be built from the data given, with a message that says what to do."""
+
+
+def genre_root(data_dir: str | os.PathLike[str]) -> Path:
+    """The folder with one sub-folder per genre, in either common GTZAN layout or given directly."""
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"GTZAN folder not found: {data_dir}")
+    for name in LAYOUTS:
+        if (data_dir / name).is_dir():
+            return data_dir / name
+    if any(_audio_files(sub) for sub in data_dir.iterdir() if sub.is_dir()):
+        return data_dir
+    raise FileNotFoundError(
+        f"no GTZAN audio under {data_dir}: expected {' or '.join(f'{n}/<genre>/*.au|wav' for n in LAYOUTS)}"
+    )
+
+
+def scan_gtzan(data_dir: str | os.PathLike[str]) -> list[Clip]:
+    """Every audio file under the genre folders, labelled by its folder name, in a stable order."""
+    root = genre_root(data_dir)
+    clips = [
+        Clip(path, genre.name)
+        for genre in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for path in _audio_files(genre)
+    ]
+    if len({c.label for c in clips}) < 2:
+        raise FileNotFoundError(f"need audio in at least two genre folders under {root}")
+    return clips
+
+
+def labels_of(clips: list[Clip]) -> list[str]:
+    """The genre names, sorted: the model's output order."""
+    return sorted({c.label for c in clips})
+
+
+def random_split(clips: list[Clip], valid_fraction: float = 0.2, seed: int = 0) -> Split:
+    """Stratified random train/valid split, as the original project made it."""
+    labels = [c.label for c in clips]
+    train, valid = train_test_split(clips, test_size=valid_fraction, stratify=labels, random_state=seed)
+    return Split(f"random {1 - valid_fraction:.0%}/{valid_fraction:.0%} (seed {seed})", _sorted(train), _sorted(valid))
+
+
+def kfold_splits(clips: list[Clip], folds: int = 5, seed: int = 0) -> list[Split]:
+    """Stratified k-fold cross-validation: every clip is held out exactly once."""
+    labels = [c.label for c in clips]
+    kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [
+        Split(f"fold {k + 1}/{folds}", [clips[i] for i in train], [clips[i] for i in valid])
+        for k, (train, valid) in enumerate(kfold.split(clips, labels))
+    ]
+
+
+def read_split_list(path: str | os.PathLike[str]) -> list[str]:
+    """Clip keys (``genre/genre.000NN``) from a split file of ``genre/genre.000NN.wav`` lines."""
+    keys = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name = Path(line)
+            keys.append(f"{name.parent.name}/{name.stem}")
+    return keys
+
+
+def filtered_subset(
+    clips: list[Clip], split_dir: str | os.PathLike[str], subset: str, allow_missing: bool = False
+) -> tuple[list[Clip], list[str]]:
+    """The clips an artist-filtered list names, and the listed keys absent from ``clips``.
+
+    Raises:
+        SplitError: the list file is missing, or it names clips that are not in the data
+            (unless ``allow_missing``, which logs every absent clip and goes on without them).
+    """
+    path = Path(split_dir).expanduser() / SPLIT_LISTS[subset]
+    if not path.is_file():
+        raise SplitError(
+            f"split list not found: {path} (the artist-filtered lists are gtzan/*_filtered.txt "
+            "in the public coreyker/dnn-mgr repository; pass their folder with --split-dir)"
+        )
+    by_key = {c.key: c for c in clips}
+    keys = read_split_list(path)
+    missing = [k for k in keys if k not in by_key]
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise SplitError(
+            f"{len(missing)} of the {len(keys)} clips listed in {path.name} are not in the data ({shown}). "
+            "The artist-filtered split needs the full 1000-clip GTZAN; pass --allow-missing to use "
+            "only the listed clips that are present, or --split kfold for a small set."
+        )
+    if missing:
+        logger.warning("%s: %d of %d listed clips are missing and left out: %s", path.name, len(missing), len(keys), missing)
+    return [by_key[k] for k in keys if k in by_key], missing
+
+
+def filtered_split(clips: list[Clip], split_dir: str | os.PathLike[str], allow_missing: bool = False) -> Split:
+    """The artist-filtered train (443) / valid (197) split of Kereliuk, Sturm and Larsen."""
+    train, missing_train = filtered_subset(clips, split_dir, "train", allow_missing)
+    valid, missing_valid = filtered_subset(clips, split_dir, "valid", allow_missing)
+    if not train or not valid:
+        raise SplitError("the artist-filtered split has no clips present in the data for train or valid")
+    return Split("artist-filtered", train, valid, missing_train + missing_valid)
+
+
+def feature_cache_dir(config: FeatureConfig, root: str | os.PathLike[str] | None = None) -> Path:
+    """``root/<hash of the FeatureConfig>``: a changed setting gets a fresh cache, never stale arrays."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return Path(root or DEFAULT_CACHE_ROOT).expanduser() / digest
+
+
+def load_features(
+    clips: list[Clip],
+    config: FeatureConfig,
+    cache_root: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[dict[Path, np.ndarray], list[tuple[Clip, str]]]:
+    """Log-mel spectrograms in dB for every readable clip, and the unreadable clips with why.
+
+    Uncached clips are decoded in ``workers`` processes (one pass, with a progress bar);
+    unreadable ones are logged and skipped, never fatal.
+    """
+    cache = feature_cache_dir(config, cache_root)
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "feature_config.json").write_text(json.dumps(config.to_dict(), sort_keys=True, indent=2))
+    files = {c.path: _cache_file(cache, c.path) for c in clips}
+    todo = [p for p, f in files.items() if not f.is_file()]
+    errors: dict[Path, str] = {}
+    if todo:
+        jobs = [(str(p), str(files[p]), config) for p in todo]
+        bar = dict(total=len(todo), desc="log-mel (first pass)", unit="clip", disable=not progress)
+        if workers > 1 and len(todo) > 1:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+                results = list(tqdm(pool.map(_compute, jobs, chunksize=4), **bar))
+        else:
+            results = [_compute(job) for job in tqdm(jobs, **bar)]
+        errors = {p: err for p, err in zip(todo, results) if err}
+    features, skipped = {}, []
+    for clip in clips:
+        if clip.path in errors:
+            skipped.append((clip, errors[clip.path]))
+            logger.warning("skipped unreadable clip %s: %s", clip.path, errors[clip.path])
+        else:
+            features[clip.path] = np.load(files[clip.path])
+    return features, skipped
+
+
+def _compute(job: tuple[str, str, FeatureConfig]) -> str | None:
+    """Decode one file and cache its spectrogram; return the error message if it is unreadable."""
+    path, target, config = job
+    try:
+        mel_db = analyse(path, config).mel_db
+    except AudioError as err:
+        return str(err)
+    tmp = f"{target}.{os.getpid()}.tmp.npy"
+    np.save(tmp, mel_db)
+    os.replace(tmp, target)
+    return None
+
+
+def _cache_file(cache: Path, path: Path) -> Path:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return cache / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+
+
+def _sorted(clips: list[Clip]) -> list[Clip]:
+    return sorted(clips, key=lambda c: c.key)
