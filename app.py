@@ -54,7 +54,7 @@ _ERROR_TITLE = "Can't analyse this audio"
 _SPECTROGRAM_SIZE = (10.0, 4.0)
 _TIMELINE_SIZE = (10.0, 2.8)
 _DPI = 100
-_MEL_TICKS_HZ = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+_MEL_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000)
 
 
 def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
@@ -249,6 +249,13 @@ def build_demo(
             f"({', '.join(classifier.labels)})."
         )
         gr.Markdown(note, elem_id="model-note")
+        label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", render=False)
+        spectrogram = gr.Image(
+            label="Mel spectrogram", format="png", interactive=False, elem_id="spectrogram", render=False
+        )
+        timeline = gr.Plot(label="Genre timeline", format="png", visible=False, elem_id="timeline", render=False)
+        details = gr.Markdown(elem_id="details", render=False)
+        state = gr.State()
         with gr.Row():
             with gr.Column(scale=2):
                 audio = gr.Audio(
@@ -257,23 +264,22 @@ def build_demo(
                     label="Song (wav, mp3, flac, ogg; up to 10 minutes are analysed)",
                 )
                 button = gr.Button("Classify", variant="primary")
+                if example_paths:
+                    gr.Examples(
+                        examples=example_paths,
+                        inputs=audio,
+                        outputs=[label, spectrogram, timeline, details],
+                        fn=predict_all,
+                        cache_examples=True,
+                        cache_mode="eager",
+                        preload=False,
+                        label="Examples (results cached)",
+                    )
             with gr.Column(scale=3):
-                label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres")
-        spectrogram = gr.Image(label="Mel spectrogram", format="png", interactive=False)
-        timeline = gr.Plot(label="Genre timeline", format="png", visible=False)
-        details = gr.Markdown(elem_id="details")
-        state = gr.State()
-        if example_paths:
-            gr.Examples(
-                examples=example_paths,
-                inputs=audio,
-                outputs=[label, spectrogram, timeline, details],
-                fn=predict_all,
-                cache_examples=True,
-                cache_mode="eager",
-                preload=False,
-                label="Examples (results cached)",
-            )
+                label.render()
+                details.render()
+        spectrogram.render()
+        timeline.render()
 
         gr.on(
             [audio.upload, audio.stop_recording, button.click],
