@@ -75,7 +75,9 @@ def classify_file(
     on the server).
     """
     if not path:
-        raise gr.Error("No audio yet: upload a file or record one with the microphone.", title=_ERROR_TITLE)
+        raise gr.Error(
+            "No audio yet: upload a file or record one with the microphone.", title=_ERROR_TITLE, print_exception=False
+        )
     name = Path(path).name
     if max_file_size is not None and os.path.isfile(path) and (size := os.path.getsize(path)) > max_file_size:
         raise gr.Error(
@@ -103,15 +105,8 @@ def analysed_span(prediction: Prediction) -> str:
     return f"{prediction.duration:.1f} s analysed"
 
 
-def _render(fig: Figure) -> np.ndarray:
-    """Draw a figure off-screen and return its pixels as an ``(h, w, 3)`` uint8 array."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def spectrogram_image(mel_db: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
-    """The log-mel spectrogram the model saw: time (s) by mel frequency (Hz), with a dB colour bar."""
+    """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar."""
     fig = Figure(figsize=_SPECTROGRAM_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     seconds = mel_db.shape[0] * config.frame_seconds
@@ -134,14 +129,16 @@ def spectrogram_image(mel_db: np.ndarray, config: FeatureConfig, title: str) -> 
     ax.set_ylabel("mel frequency (Hz)")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
-    return _render(fig)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def has_timeline(prediction: Prediction, config: FeatureConfig) -> bool:
     """Whether the windows cover parts of the song far enough apart to be worth a timeline.
 
-    A 30 s clip fills one 29.7 s window and a second that starts a few frames later; a
-    timeline starts to mean something once the last window begins half a window in.
+    A clip a little longer than one window gets a second window only seconds after the first;
+    a timeline starts to mean something once the last window begins half a window in.
     """
     return bool(len(prediction.window_starts) > 1 and prediction.window_starts[-1] >= config.window_seconds / 2)
 
@@ -180,34 +177,20 @@ def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -
     return "\n\n".join(lines)
 
 
-def _format_accuracy(value: Any) -> str | None:
-    """``0.785`` -> ``78.5 %``; ``{"mean": 0.78, "std": 0.04}`` -> ``78.0 ± 4.0 %``."""
-    if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
-        std = value.get("std")
-        scale = 100 if value["mean"] <= 1 else 1
-        spread = f" ± {std * scale:.1f}" if isinstance(std, (int, float)) else ""
-        return f"{value['mean'] * scale:.1f}{spread} %"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value * (100 if value <= 1 else 1):.1f} %"
-    return None
-
-
 def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
-    """Which weights are loaded and the accuracy their ``metrics.json`` reports.
+    """Which weights are loaded, and the accuracy their ``metrics.json`` reports.
 
-    Reads ``accuracy`` (a fraction, a percentage, or ``{"mean", "std"}``) and an optional
-    ``protocol`` string from the top level of ``metrics.json``.
+    Reads ``accuracy`` (a fraction), ``accuracy_std`` and ``protocol`` as ``train/`` writes them.
     """
     where = source.describe() if source is not None else "weights passed in by the caller"
     if source is not None and source.kind == "hub":
         where = f"[{where}](https://huggingface.co/{source.location}/tree/{source.revision})"
-    accuracy = _format_accuracy((metrics or {}).get("accuracy"))
-    if accuracy is None:
-        reported = "no measured accuracy ships with these weights"
-    else:
-        protocol = (metrics or {}).get("protocol")
-        reported = f"reported accuracy **{accuracy}**" + (f" ({protocol})" if isinstance(protocol, str) else "")
-    return f"Model: {where}; {reported}."
+    metrics = metrics or {}
+    accuracy, std, protocol = metrics.get("accuracy"), metrics.get("accuracy_std"), metrics.get("protocol")
+    if not isinstance(accuracy, (int, float)):
+        return f"Model: {where}; no measured accuracy ships with these weights."
+    reported = f"{100 * accuracy:.1f}" + (f" ± {100 * std:.1f}" if isinstance(std, (int, float)) else "") + " %"
+    return f"Model: {where}; reported accuracy **{reported}**" + (f" — {protocol}" if protocol else "") + "."
 
 
 def build_demo(
@@ -228,8 +211,10 @@ def build_demo(
         prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
         name = Path(audio).name
         image = spectrogram_image(prediction.mel_db, config, f"{name} · {analysed_span(prediction)}")
-        # The UI-only follow-up needs the probabilities, not the (up to 6 MB) spectrogram.
-        return dict(prediction.top(TOP_K)), image, (name, dataclasses.replace(prediction, mel_db=prediction.mel_db[:0]))
+        # The session keeps this for the UI-only follow-up, which needs the probabilities, not the
+        # (up to 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
+        light = dataclasses.replace(prediction, mel_db=prediction.mel_db[:0].copy())
+        return dict(prediction.top(TOP_K)), image, (name, light)
 
     def show_details(result: tuple[str, Prediction]) -> tuple[Any, str]:
         name, prediction = result

@@ -256,11 +256,13 @@ def test_details_say_when_a_song_was_cut_or_looped(classifier, tmp_path):
 
 def test_model_note_names_the_weights_and_their_accuracy(tmp_path):
     PCRNN().save_pretrained(tmp_path)
-    metrics = {"accuracy": {"mean": 0.781, "std": 0.043}, "protocol": "5-fold CV on 80 GTZAN clips"}
+    metrics = {"accuracy": 0.78125, "accuracy_std": 0.0433, "protocol": "stratified 5-fold cross-validation over 80 clips"}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     source = GenreClassifier.from_pretrained(tmp_path).source
-    note = app.model_note(source, source.metrics())
-    assert note == f"Model: local checkpoint {tmp_path}; reported accuracy **78.1 ± 4.3 %** (5-fold CV on 80 GTZAN clips)."
+    assert app.model_note(source, source.metrics()) == (
+        f"Model: local checkpoint {tmp_path}; reported accuracy **78.1 ± 4.3 %** "
+        "— stratified 5-fold cross-validation over 80 clips."
+    )
     hub = dataclasses.replace(source, kind="hub", location="genrewiz/pcrnn-gtzan", revision="3f2a1c9d" * 5)
     assert app.model_note(hub, {"accuracy": 0.8}) == (
         "Model: [Hub genrewiz/pcrnn-gtzan @ 3f2a1c9](https://huggingface.co/genrewiz/pcrnn-gtzan/tree/"
@@ -268,7 +270,6 @@ def test_model_note_names_the_weights_and_their_accuracy(tmp_path):
         + "); reported accuracy **80.0 %**."
     )
     assert app.model_note(source, None).endswith("no measured accuracy ships with these weights.")
-    assert app.model_note(source, {"accuracy": 81.5}).endswith("reported accuracy **81.5 %**.")
 
 
 # --- what a Space runs ----------------------------------------------------------------------------
