@@ -81,7 +81,8 @@ def load_audio(
         if ext and ext not in SUPPORTED_EXTENSIONS:
             supported = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
             raise AudioError(f"{name}: unsupported format '{ext}' (supported: {supported})") from err
-        raise AudioError(f"{name}: not a readable audio file (corrupt or unsupported: {err})") from err
+        reason = getattr(err, "error_string", None) or type(err).__name__  # never the server-side path
+        raise AudioError(f"{name}: not a readable audio file (corrupt or unsupported: {reason})") from err
     source_duration = max(source_duration, len(samples) / source_sr)
     return _condition(samples, source_sr, sample_rate, source_duration, min_duration, name)
 

@@ -12,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 STYLES: tuple[str, ...] = ("bass_pulse", "hihat", "pad", "chirp")
+_WRITE_BLOCK = 65_536
 
 
 def synth_clip(style: str, seconds: float, sample_rate: int = 22_050, seed: int = 0) -> np.ndarray:
@@ -44,5 +45,8 @@ def synth_clip(style: str, seconds: float, sample_rate: int = 22_050, seed: int 
 def write_clip(path: Path, style: str, seconds: float, sample_rate: int = 22_050, seed: int = 0) -> Path:
     """Write :func:`synth_clip` to ``path`` (format from the extension) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, synth_clip(style, seconds, sample_rate, seed), sample_rate)
+    samples = synth_clip(style, seconds, sample_rate, seed)
+    with sf.SoundFile(path, "w", sample_rate, channels=1) as f:
+        for start in range(0, len(samples), _WRITE_BLOCK):  # libsndfile's Vorbis encoder crashes on huge writes
+            f.write(samples[start : start + _WRITE_BLOCK])
     return path

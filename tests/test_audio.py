@@ -69,7 +69,8 @@ def test_one_second_clip_is_accepted(tmp_path):
 def test_bad_inputs_raise_audio_error_with_message(bad_inputs, case, message):
     with pytest.raises(AudioError, match=message) as info:
         load_audio(bad_inputs[case], SR)
-    assert bad_inputs[case].name in str(info.value)
+    assert str(info.value).startswith(bad_inputs[case].name + ":")
+    assert str(bad_inputs[case].parent) not in str(info.value), "server paths must not leak to users"
 
 
 def test_waveform_layouts_and_integer_pcm():
