@@ -8,7 +8,7 @@ import pytest
 
 from genrewiz import GenreClassifier, load_model
 from genrewiz.hub import resolve_source
-from tests.test_train_data import TINY, make_tree
+from tests.test_train_data import TINY, make_tree, write_lists
 from train import card, evaluate, push
 from train.train import main as train_main
 
@@ -89,3 +89,19 @@ def test_kfold_report_and_all_clips_checkpoint(gtzan, tmp_path, monkeypatch):
     text = (shipped / "README.md").read_text()
     assert "2-fold cross-validation" in text and "optimistic" in text and "a synthetic test set" in text
     assert GenreClassifier.from_pretrained(str(shipped)).labels == ("blues", "jazz", "metal")
+
+
+def test_filtered_split_trains_and_evaluates_on_a_full_tree(gtzan, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lists = write_lists(tmp_path / "splits", {
+        "train": [f"{g}/{g}.{i:05d}" for g in ("blues", "jazz", "metal") for i in (0, 1, 2)],
+        "valid": [f"{g}/{g}.00003" for g in ("blues", "jazz", "metal")],
+        "test": [f"{g}/{g}.00004" for g in ("blues", "jazz", "metal")],
+    })
+    out = tmp_path / "filtered"
+    history = _train(gtzan, out, "--split", "filtered", "--split-dir", str(lists), "--epochs", "1")
+    assert history["split"] == "artist-filtered" and (history["n_train"], history["n_valid"]) == (9, 3)
+
+    metrics = evaluate.main(["--model", str(out), "--data", str(gtzan), "--split", "filtered", "--subset", "test",
+                             "--split-dir", str(lists), "--no-progress"])
+    assert metrics["split"] == "filtered/test" and metrics["n_clips"] == 3 and metrics["missing"] == []

@@ -45,10 +45,11 @@ def _fmt(value: float | None, std: float | None = None, pct: bool = True) -> str
     return text + unit
 
 
-def card_text(model_dir: Path, about_data: str | None = None) -> str:
+def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | None = None) -> str:
     """The card for a checkpoint folder holding ``config.json``, ``metrics.json`` and ``history.json``.
 
-    ``about_data`` says in a sentence which audio the model saw (e.g. a named subset of GTZAN).
+    ``about_data`` says in a sentence which audio the model saw (e.g. a named subset of GTZAN);
+    ``reproduce`` replaces the recorded training commands in the "Reproduce" section.
     """
     metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     history_file = model_dir / "history.json"
@@ -152,7 +153,7 @@ def card_text(model_dir: Path, about_data: str | None = None) -> str:
         "From a GenreWiz checkout (commit " + f"`{(metrics.get('git_commit') or '?')[:10]}`):",
         "",
         "```bash",
-        *[c for c in (metrics.get("command"), history.get("command")) if c],
+        *([reproduce] if reproduce else [c for c in (metrics.get("command"), history.get("command")) if c]),
         "```",
         "",
     ]
@@ -167,7 +168,11 @@ def _fmt_time(seconds: float | None) -> str:
 
 
 def finish_checkpoint(
-    model_dir: Path, evaluation_dir: Path | None = None, out_dir: Path | None = None, about_data: str | None = None
+    model_dir: Path,
+    evaluation_dir: Path | None = None,
+    out_dir: Path | None = None,
+    about_data: str | None = None,
+    reproduce: str | None = None,
 ) -> Path:
     """Gather weights and evaluation artifacts into ``out_dir`` and write its ``README.md`` card."""
     out_dir = out_dir or model_dir
@@ -186,7 +191,7 @@ def finish_checkpoint(
         metrics["shipped_model"] = {k: history.get(k) for k in ("split", "n_train", "training_time_s", "device", "command")}
         metrics["shipped_model"]["epochs"] = len(history.get("epochs", []))
         metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "README.md").write_text(card_text(out_dir, about_data), encoding="utf-8")
+    (out_dir / "README.md").write_text(card_text(out_dir, about_data, reproduce), encoding="utf-8")
     return out_dir
 
 
@@ -196,8 +201,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--evaluation", type=Path, help="folder with metrics.json and plots (default: --model)")
     parser.add_argument("--out", type=Path, help="finished checkpoint folder (default: --model)")
     parser.add_argument("--about-data", help="one sentence on the audio trained and scored on, for the card")
+    parser.add_argument("--reproduce", help="the command that rebuilds this checkpoint, for the card")
     args = parser.parse_args(argv)
-    out = finish_checkpoint(args.model, args.evaluation, args.out, args.about_data)
+    out = finish_checkpoint(args.model, args.evaluation, args.out, args.about_data, args.reproduce)
     print(f"wrote {out / 'README.md'}")
     return out
 
