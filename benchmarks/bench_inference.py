@@ -129,6 +129,16 @@ def main() -> None:
                 line += f"{f['peer_total']:>8.0f}ms{f['peer_total'] / f['total']:>9.1f}x"
             print(line)
 
+        mel = log_mel(load_audio(tmp_dir / "180s.mp3", classifier.config.sample_rate).samples, classifier.config)
+        windows = make_windows(mel, classifier.config).data
+        by_threads = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            by_threads.append(median_ms(lambda: classifier.window_probabilities(windows), args.repeats))
+        torch.set_num_threads(1)
+        print(f"\nmodel on the 3 min song ({len(windows)} windows): {by_threads[0]:.0f} ms with 1 torch thread, "
+              f"{by_threads[1]:.0f} ms with 2 ({by_threads[1] / by_threads[0]:.2f}x)")
+
         folder = tmp_dir / "library"
         folder.mkdir()
         for i in range(args.files):

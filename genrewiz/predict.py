@@ -102,7 +102,18 @@ class GenreClassifier:
         source: ModelSource | None = None,
         max_duration: float = DEFAULT_MAX_DURATION,
         batch_size: int = 16,
+        num_threads: int | None = 1,
     ) -> None:
+        """Wrap a loaded model; ``num_threads`` sets torch's (process-wide) intra-op threads.
+
+        One thread is the default because serving overlaps work: the app runs two predictions
+        at once and the CLI decodes in other processes, and on busy cores torch's spinning
+        threads made a PCRNN training step over 10x slower here. Alone on an idle machine two
+        threads are ~1.7x faster for one song (``benchmarks/bench_inference.py`` prints both);
+        ``None`` leaves torch's setting alone.
+        """
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         self.model = model.eval()
         self.source = source
         self.max_duration = max_duration
