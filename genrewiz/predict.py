@@ -157,10 +157,14 @@ class GenreClassifier:
         )
 
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches."""
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
+
+        Runs on whatever device the model is on (training validates on the GPU this way).
+        """
+        device = next(self.model.parameters()).device
         with torch.inference_mode():
             batches = [
-                torch.softmax(self.model(torch.from_numpy(windows[i : i + self.batch_size])), dim=1)
+                torch.softmax(self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(device)), dim=1).cpu()
                 for i in range(0, len(windows), self.batch_size)
             ]
         return torch.cat(batches).numpy()

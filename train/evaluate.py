@@ -39,7 +39,7 @@ def select_clips(args: argparse.Namespace) -> tuple[list[data.Clip], str, list[s
 
 def evaluate(model_dir: Path, clips: list[data.Clip], progress: bool = True) -> tuple[list[str], list[str], list[dict]]:
     """True and predicted genres for every readable clip, and the clips that could not be read."""
-    classifier = GenreClassifier(PCRNN.from_pretrained(model_dir))
+    classifier = GenreClassifier(PCRNN.from_pretrained(model_dir), num_threads=None)
     truth, predicted, skipped = [], [], []
     for clip in tqdm(clips, desc="predicting", unit="clip", disable=not progress):
         try:

@@ -92,23 +92,10 @@ def make_examples(clips: list[data.Clip], features: dict[Path, np.ndarray], labe
     return [Example(c.key, features[c.path], index[c.label]) for c in clips if c.path in features]
 
 
-def clip_probabilities(model: PCRNN, mels: list[np.ndarray], device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """Whole-clip probabilities as :class:`genrewiz.GenreClassifier` computes them, on ``device``.
-
-    Each clip is cut by :func:`genrewiz.features.make_windows` and its window softmaxes averaged.
-    """
-    windows = [make_windows(mel, model.features).data for mel in mels]
-    flat = np.concatenate(windows)
-    model.eval()
-    with torch.inference_mode():
-        probs = torch.cat(
-            [
-                torch.softmax(model(torch.from_numpy(flat[i : i + batch_size]).to(device)), dim=1).cpu()
-                for i in range(0, len(flat), batch_size)
-            ]
-        ).numpy()
-    bounds = np.cumsum([0] + [len(w) for w in windows])
-    return np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+def clip_probabilities(model: PCRNN, mels: list[np.ndarray]) -> np.ndarray:
+    """Whole-clip probabilities ``(clips, labels)`` through the predictor the app uses, on the model's device."""
+    classifier = GenreClassifier(model, num_threads=None)
+    return np.stack([classifier.classify(Analysis(mel, 0.0, 0.0)).probabilities for mel in mels])
 
 
 def lr_factor(recipe: Recipe, steps_per_epoch: int):
@@ -180,7 +167,7 @@ def fit(
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / len(train),
                "train_accuracy": correct / len(train), "seconds": time.perf_counter() - started}
         if valid:
-            probs = clip_probabilities(model, [e.mel_db for e in valid], device)
+            probs = clip_probabilities(model, [e.mel_db for e in valid])
             truth = np.array([e.label for e in valid])
             row["valid_loss"] = float(-np.log(np.clip(probs[np.arange(len(valid)), truth], 1e-8, None)).mean())
             row["valid_accuracy"] = float((probs.argmax(1) == truth).mean())
@@ -249,11 +236,10 @@ def cross_validate(
     truth, predicted, folds, histories = [], [], [], []
     for k, split in enumerate(splits, 1):
         model, history = train_split(split, features, labels, config, recipe, out_dir / f"fold{k}", False, progress)
-        classifier = GenreClassifier(model)
-        fold_truth = [c.label for c in split.valid if c.path in features]
-        fold_pred = [
-            classifier.classify(Analysis(features[c.path], 0.0, 0.0)).genre for c in split.valid if c.path in features
-        ]
+        held_out = [c for c in split.valid if c.path in features]
+        fold_truth = [c.label for c in held_out]
+        probs = clip_probabilities(model, [features[c.path] for c in held_out])
+        fold_pred = [labels[i] for i in probs.argmax(axis=1)]
         scores = report.scores(fold_truth, fold_pred, labels)
         folds.append({"fold": k, "n_clips": len(fold_truth), "training_time_s": history["training_time_s"],
                       "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]})
