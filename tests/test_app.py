@@ -60,11 +60,6 @@ def running_app(
 
 
 @pytest.fixture(scope="session")
-def classifier() -> GenreClassifier:
-    return GenreClassifier.from_pretrained(BUNDLED_DIR)
-
-
-@pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """``examples/`` if it has clips; otherwise 30 s synthetic clips and one long (75 s) one."""
     real = app.list_examples()

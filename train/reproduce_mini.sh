@@ -5,7 +5,7 @@
 set -euo pipefail
 DATA=${1:-../shared/gtzan-mini}
 RUNS=${2:-runs}
-RECIPE=(--batch-size 8)
+RECIPE=(--batch-size 8 --epochs 80 --lr 1e-3)
 
 python -m train.train --data "$DATA" --split kfold --folds 5 "${RECIPE[@]}" --out "$RUNS/mini-cv"
 python -m train.train --data "$DATA" --split all "${RECIPE[@]}" --out "$RUNS/mini-all"
