@@ -45,7 +45,7 @@ class ModelSource:
         if self.kind == "hub":
             return f"Hub {self.location} @ {(self.revision or '?')[:7]}"
         if self.kind == "bundled":
-            return f"bundled weights ({self.directory})"
+            return "bundled weights (genrewiz/weights)"
         return f"local checkpoint {self.directory}"
 
     def metrics(self) -> dict[str, Any] | None:

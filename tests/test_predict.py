@@ -62,3 +62,13 @@ def test_real_gtzan_clip(classifier):
     assert prediction.duration == pytest.approx(30.0, abs=0.1)
     assert len(prediction.window_starts) == 1 and not prediction.padded
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason="../shared/gtzan-mini is not present on this machine")
+def test_bundled_weights_are_the_trained_ones(classifier):
+    """The shipped checkpoint was trained on these 80 clips: it must know them far above chance (10 %)."""
+    clips = sorted((GTZAN_MINI / "genres").glob("*/*.wav"))
+    assert len(clips) == 80
+    correct = sum(classifier.predict(path).genre == path.parent.name for path in clips)
+    assert correct / len(clips) >= 0.7
+    assert classifier.source.metrics()["n_clips"] == 80
