@@ -72,17 +72,15 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
         return ModelSource("local", source, path.resolve())
     if source.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"model folder not found: {source}")
+    offline = is_offline_mode() or not _hub_reachable()
     try:
         directory = Path(
-            snapshot_download(
-                source,
-                cache_dir=cache_dir,
-                allow_patterns=list(CHECKPOINT_FILES),
-                local_files_only=is_offline_mode() or not _hub_reachable(),
-            )
+            snapshot_download(source, cache_dir=cache_dir, allow_patterns=list(CHECKPOINT_FILES), local_files_only=offline)
         )
     except (OSError, HfHubHTTPError, ValueError) as err:
-        logger.warning("Could not get %s from the Hub (%s); falling back to the bundled weights.", source, err)
+        not_cached = offline and isinstance(err, OSError)
+        why = "the Hub is unreachable or offline mode is on, and it is not in the local cache" if not_cached else err
+        logger.warning("Could not get %s from the Hub (%s); falling back to the bundled weights.", source, why)
         return bundled_source()
     return ModelSource("hub", source, directory, revision=directory.name)
 
