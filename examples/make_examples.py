@@ -13,7 +13,7 @@ Usage::
     python examples/make_examples.py            # needs the packages listed in SOURCES.md
     sudo python examples/make_examples.py --install   # apt-get installs what is missing
 
-Only libsndfile (through ``soundfile``) and ``soxr`` are used: no ffmpeg.
+Decoding goes through GenreWiz's own loader (libsndfile and soxr): no ffmpeg.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from genrewiz.audio import load_audio
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 SOURCES_FILE = "SOURCES.md"
@@ -295,14 +296,10 @@ def install_command(packages: Sequence[str]) -> list[str]:
 
 def read_mono(path: Path, start: float, end: float) -> np.ndarray:
     """Read ``start``-``end`` seconds of ``path``, down-mixed to mono at :data:`SAMPLE_RATE`."""
-    with sf.SoundFile(path) as f:
-        samplerate = f.samplerate
-        first, count = round(start * samplerate), round((end - start) * samplerate)
-        if first + count > f.frames:
-            raise ValueError(f"{path}: excerpt ends after the file ({f.frames / samplerate:.1f} s)")
-        f.seek(first)
-        frames = f.read(count, dtype="float32", always_2d=True)
-    return soxr.resample(frames.mean(axis=1), samplerate, SAMPLE_RATE)
+    audio = load_audio(path, SAMPLE_RATE, max_duration=end - start, offset=start)
+    if audio.source_duration < end:
+        raise ValueError(f"{path}: excerpt ends after the file ({audio.source_duration:.1f} s)")
+    return audio.samples
 
 
 def render(clip: Clip) -> np.ndarray:

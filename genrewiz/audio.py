@@ -53,8 +53,9 @@ def load_audio(
     sample_rate: int,
     max_duration: float = DEFAULT_MAX_DURATION,
     min_duration: float = DEFAULT_MIN_DURATION,
+    offset: float = 0.0,
 ) -> Audio:
-    """Read at most ``max_duration`` seconds of a file as mono float32 at ``sample_rate``.
+    """Read at most ``max_duration`` seconds of a file, from ``offset`` s, as mono float32 at ``sample_rate``.
 
     Stereo is averaged to mono and other rates are resampled with soxr. The file is read in
     blocks, so an hour-long recording costs no more memory than ``max_duration`` of it.
@@ -75,6 +76,8 @@ def load_audio(
         with sf.SoundFile(path) as f:
             source_sr = f.samplerate
             source_duration = f.frames / source_sr if f.frames > 0 else 0.0
+            if offset > 0:
+                f.seek(min(int(offset * source_sr), f.frames))
             samples = _read_mono(f, int(max_duration * source_sr))
     except (sf.SoundFileError, RuntimeError, EOFError, OSError) as err:
         ext = path.suffix.lower()

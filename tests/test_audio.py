@@ -94,3 +94,12 @@ def test_waveform_layouts_and_integer_pcm():
 def test_bad_waveforms_raise_audio_error(array, rate, message):
     with pytest.raises(AudioError, match=message):
         prepare_waveform(array, rate, SR)
+
+
+def test_offset_reads_the_requested_excerpt(tmp_path):
+    samples = synth_clip("chirp", 6.0, SR)
+    path = tmp_path / "song.wav"
+    sf.write(path, samples, SR, subtype="FLOAT")
+    audio = load_audio(path, SR, max_duration=2.0, offset=3.0)
+    np.testing.assert_array_equal(audio.samples, samples[3 * SR : 5 * SR])
+    assert audio.source_duration == pytest.approx(6.0)
