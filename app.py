@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
 from genrewiz.hub import ModelSource
@@ -103,6 +106,26 @@ def analysed_span(prediction: Prediction) -> str:
     if prediction.truncated:
         return f"first {_minutes(prediction.duration)} of {_minutes(prediction.source_duration)} analysed"
     return f"{prediction.duration:.1f} s analysed"
+
+
+def write_png(pixels: np.ndarray, folder: Path, max_age: float = 300.0) -> str:
+    """Save ``pixels`` as a PNG file of its own in ``folder``; files older than ``max_age`` s go.
+
+    Gradio writes a returned array to a content-hashed cache file in place, so two requests with
+    the same spectrogram rewrite one file while it is being downloaded (truncated downloads at
+    20 concurrent requests). A returned file path is instead copied into the cache atomically.
+    """
+    cutoff = time.time() - max_age
+    for old in folder.glob("*.png"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:
+            pass
+    fd, path = tempfile.mkstemp(prefix="spectrogram-", suffix=".png", dir=folder)
+    with os.fdopen(fd, "wb") as file:
+        Image.fromarray(pixels).save(file, format="PNG")
+    return path
 
 
 def spectrogram_image(mel_db: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
@@ -206,11 +229,13 @@ def build_demo(
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     note = model_note(classifier.source, classifier.source.metrics() if classifier.source else None)
 
-    def predict(audio: str | None) -> tuple[dict[str, float], np.ndarray, tuple[str, Prediction]]:
+    png_folder = Path(tempfile.mkdtemp(prefix="genrewiz-spectrograms-"))
+
+    def predict(audio: str | None) -> tuple[dict[str, float], str, tuple[str, Prediction]]:
         """Top-5 genres with confidences, and the mel-spectrogram the model saw (PNG)."""
         prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
         name = Path(audio).name
-        image = spectrogram_image(prediction.mel_db, config, f"{name} · {analysed_span(prediction)}")
+        image = write_png(spectrogram_image(prediction.mel_db, config, f"{name} · {analysed_span(prediction)}"), png_folder)
         # The session keeps this for the UI-only follow-up, which needs the probabilities, not the
         # (up to 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
         light = dataclasses.replace(prediction, mel_db=prediction.mel_db[:0].copy())
@@ -222,7 +247,7 @@ def build_demo(
         timeline = timeline_figure(prediction, config) if show else None
         return gr.update(value=timeline, visible=show), details_markdown(name, prediction, config)
 
-    def predict_all(audio: str) -> tuple[dict[str, float], np.ndarray, Any, str]:
+    def predict_all(audio: str) -> tuple[dict[str, float], str, Any, str]:
         label, image, result = predict(audio)
         return label, image, *show_details(result)
 

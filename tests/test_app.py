@@ -303,3 +303,13 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def test_write_png_gives_each_request_its_own_file_and_cleans_up(tmp_path):
+    pixels = np.zeros((20, 30, 3), dtype=np.uint8)
+    first, second = app.write_png(pixels, tmp_path), app.write_png(pixels, tmp_path)
+    assert first != second
+    assert Image.open(first).size == (30, 20) and Image.open(second).size == (30, 20)
+    os.utime(first, (0, 0))
+    third = app.write_png(pixels, tmp_path)
+    assert not Path(first).exists() and Path(second).exists() and Path(third).exists()
