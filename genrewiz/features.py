@@ -120,18 +120,26 @@ def window_starts(n_frames: int, config: FeatureConfig) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
+def loop_to_window(mel_db: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Repeat a spectrogram shorter than one window until it fills exactly one; longer ones pass as they are.
+
+    Looping, not zero-padding: the model never saw silence-padded clips in training.
+    """
+    if len(mel_db) >= config.window_frames:
+        return mel_db
+    return np.tile(mel_db, (math.ceil(config.window_frames / len(mel_db)), 1))[: config.window_frames]
+
+
 def make_windows(mel_db: np.ndarray, config: FeatureConfig) -> Windows:
     """Cut a ``(frames, n_mels)`` dB spectrogram into normalised model windows.
 
-    A spectrogram shorter than one window is looped (not zero-padded: the model never saw
-    silence-padded clips in training) and flagged with ``padded=True``.
+    A spectrogram shorter than one window is looped (:func:`loop_to_window`) and flagged with
+    ``padded=True``.
     """
     if mel_db.ndim != 2 or mel_db.shape[1] != config.n_mels or mel_db.shape[0] == 0:
         raise ValueError(f"expected a (frames, {config.n_mels}) spectrogram, got {mel_db.shape}")
     padded = mel_db.shape[0] < config.window_frames
-    if padded:
-        repeats = math.ceil(config.window_frames / mel_db.shape[0])
-        mel_db = np.tile(mel_db, (repeats, 1))[: config.window_frames]
+    mel_db = loop_to_window(mel_db, config)
     starts = window_starts(mel_db.shape[0], config)
     norm = normalize(mel_db, config)
     data = np.stack([norm[s : s + config.window_frames] for s in starts])[:, None]

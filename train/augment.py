@@ -8,12 +8,10 @@ mixup (soft targets between two clips, which smooths the decision boundary).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from genrewiz.features import FeatureConfig, normalize
+from genrewiz.features import FeatureConfig, loop_to_window, normalize
 
 
 def crop(mel_db: np.ndarray, config: FeatureConfig, rng: np.random.Generator | None) -> np.ndarray:
@@ -24,8 +22,7 @@ def crop(mel_db: np.ndarray, config: FeatureConfig, rng: np.random.Generator | N
     than a window is looped, as the predictor does.
     """
     frames = config.window_frames
-    if len(mel_db) < frames:
-        mel_db = np.tile(mel_db, (math.ceil(frames / len(mel_db)), 1))
+    mel_db = loop_to_window(mel_db, config)
     if rng is None:
         return normalize(mel_db[:frames], config)
     mel_db = np.roll(mel_db, int(rng.integers(len(mel_db))), axis=0)

@@ -37,9 +37,10 @@ def select_clips(args: argparse.Namespace) -> tuple[list[data.Clip], str, list[s
     return clips, "all clips", []
 
 
-def evaluate(model_dir: Path, clips: list[data.Clip], progress: bool = True) -> tuple[list[str], list[str], list[dict]]:
+def evaluate(
+    classifier: GenreClassifier, clips: list[data.Clip], progress: bool = True
+) -> tuple[list[str], list[str], list[dict]]:
     """True and predicted genres for every readable clip, and the clips that could not be read."""
-    classifier = GenreClassifier(PCRNN.from_pretrained(model_dir), num_threads=None)
     truth, predicted, skipped = [], [], []
     for clip in tqdm(clips, desc="predicting", unit="clip", disable=not progress):
         try:
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--split filtered needs --split-dir")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     clips, described, missing = select_clips(args)
-    labels = PCRNN.from_pretrained(args.model).labels
-    truth, predicted, skipped = evaluate(args.model, clips, not args.no_progress)
+    classifier = GenreClassifier(PCRNN.from_pretrained(args.model), num_threads=None)
+    truth, predicted, skipped = evaluate(classifier, clips, not args.no_progress)
     history_file = args.model / "history.json"
     history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else {}
     meta = {
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
         "skipped": skipped,
     }
     title = f"{described}, {len(truth)} clips"
-    metrics = report.write_evaluation(args.out or args.model, truth, predicted, labels, [history] if history else [], meta, title)
+    histories = [history] if history else []
+    metrics = report.write_evaluation(
+        args.out or args.model, truth, predicted, list(classifier.labels), histories, meta, title
+    )
     print(f"{title}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
     return metrics
 
