@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import librosa
 import numpy as np
@@ -24,6 +24,11 @@ class FeatureConfig:
     ``window_frames`` frames of ``hop_length`` samples make one model input: 640 x 1024 /
     22,050 Hz ≈ 29.7 s, one GTZAN clip. Songs are cut into windows every
     ``window_hop_frames`` frames (50 % overlap by default).
+
+    ``scale`` is how mel power becomes model input: ``"db"`` is dB relative to the clip's peak,
+    floored at ``-top_db`` and mapped to [-1, 1] (the from-scratch PCRNN); ``"logc"`` is
+    ``log10(1 + 10000 * power)``, the compression musicnn was trained on (level-dependent, so
+    the pretrained branch hears what it heard in training).
     """
 
     sample_rate: int = 22_050
@@ -35,6 +40,7 @@ class FeatureConfig:
     top_db: float = 80.0
     window_frames: int = 640
     window_hop_frames: int = 320
+    scale: Literal["db", "logc"] = "db"
 
     def __post_init__(self) -> None:
         if min(self.sample_rate, self.n_fft, self.hop_length, self.n_mels) <= 0:
@@ -43,6 +49,8 @@ class FeatureConfig:
             raise ValueError("window_hop_frames must be in (0, window_frames]")
         if self.top_db <= 0:
             raise ValueError("top_db must be positive")
+        if self.scale not in ("db", "logc"):
+            raise ValueError(f"scale must be 'db' or 'logc', got {self.scale!r}")
 
     @property
     def frame_seconds(self) -> float:
@@ -83,9 +91,11 @@ class Windows:
 
 
 def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Log-power mel spectrogram in dB, shape ``(frames, n_mels)``, values in ``[-top_db, 0]``.
+    """Log-compressed mel spectrogram ``(frames, n_mels)`` float32 on the config's ``scale``.
 
-    Referenced to the clip's own peak, so the level a song was mastered at does not matter.
+    ``"db"``: values in ``[-top_db, 0]`` dB, referenced to the clip's own peak so the level a
+    song was mastered at does not matter. ``"logc"``: ``log10(1 + 10000 * power)``, computed in
+    float32 (musicnn's own extractor casts to float16 first, which overflows on loud music).
     """
     mel = librosa.feature.melspectrogram(
         y=np.ascontiguousarray(waveform, dtype=np.float32),
@@ -96,14 +106,34 @@ def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
         fmin=config.fmin,
         fmax=config.fmax,
         power=2.0,
-    )
-    db = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
-    return np.ascontiguousarray(db.T, dtype=np.float32)
+    ).astype(np.float32)
+    if config.scale == "logc":
+        compressed = np.log10(np.float32(1.0) + np.float32(10_000.0) * mel)
+    else:
+        compressed = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
+    return np.ascontiguousarray(compressed.T, dtype=np.float32)
 
 
-def normalize(mel_db: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Map dB values from ``[-top_db, 0]`` to ``[-1, 1]``, the range the model is trained on."""
-    return (mel_db * np.float32(2.0 / config.top_db) + np.float32(1.0)).astype(np.float32)
+def to_db(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """A :func:`log_mel` spectrogram as dB relative to its peak, in ``[-top_db, 0]``, for display.
+
+    Lets every architecture's input be drawn on the same dB colour scale.
+    """
+    if config.scale == "db":
+        return mel
+    power = (np.power(np.float32(10.0), mel, dtype=np.float32) - np.float32(1.0)) / np.float32(10_000.0)
+    return librosa.power_to_db(np.maximum(power, 0.0), ref=np.max, top_db=config.top_db).astype(np.float32)
+
+
+def normalize(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Scale :func:`log_mel` output to what the model reads.
+
+    dB values map from ``[-top_db, 0]`` to ``[-1, 1]``; ``logc`` values pass as they are
+    (musicnn normalises its input with its own batch-norm layer).
+    """
+    if config.scale == "logc":
+        return mel.astype(np.float32, copy=False)
+    return (mel * np.float32(2.0 / config.top_db) + np.float32(1.0)).astype(np.float32)
 
 
 def window_starts(n_frames: int, config: FeatureConfig) -> np.ndarray:
@@ -120,27 +150,27 @@ def window_starts(n_frames: int, config: FeatureConfig) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def loop_to_window(mel_db: np.ndarray, config: FeatureConfig) -> np.ndarray:
+def loop_to_window(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Repeat a spectrogram shorter than one window until it fills exactly one; longer ones pass as they are.
 
     Looping, not zero-padding: the model never saw silence-padded clips in training.
     """
-    if len(mel_db) >= config.window_frames:
-        return mel_db
-    return np.tile(mel_db, (math.ceil(config.window_frames / len(mel_db)), 1))[: config.window_frames]
+    if len(mel) >= config.window_frames:
+        return mel
+    return np.tile(mel, (math.ceil(config.window_frames / len(mel)), 1))[: config.window_frames]
 
 
-def make_windows(mel_db: np.ndarray, config: FeatureConfig) -> Windows:
-    """Cut a ``(frames, n_mels)`` dB spectrogram into normalised model windows.
+def make_windows(mel: np.ndarray, config: FeatureConfig) -> Windows:
+    """Cut a ``(frames, n_mels)`` :func:`log_mel` spectrogram into normalised model windows.
 
     A spectrogram shorter than one window is looped (:func:`loop_to_window`) and flagged with
     ``padded=True``.
     """
-    if mel_db.ndim != 2 or mel_db.shape[1] != config.n_mels or mel_db.shape[0] == 0:
-        raise ValueError(f"expected a (frames, {config.n_mels}) spectrogram, got {mel_db.shape}")
-    padded = mel_db.shape[0] < config.window_frames
-    mel_db = loop_to_window(mel_db, config)
-    starts = window_starts(mel_db.shape[0], config)
-    norm = normalize(mel_db, config)
+    if mel.ndim != 2 or mel.shape[1] != config.n_mels or mel.shape[0] == 0:
+        raise ValueError(f"expected a (frames, {config.n_mels}) spectrogram, got {mel.shape}")
+    padded = mel.shape[0] < config.window_frames
+    mel = loop_to_window(mel, config)
+    starts = window_starts(mel.shape[0], config)
+    norm = normalize(mel, config)
     data = np.stack([norm[s : s + config.window_frames] for s in starts])[:, None]
     return Windows(data=data, start_frames=starts, padded=padded)

@@ -1,12 +1,13 @@
 """The parallel CNN-RNN (PCRNN) genre classifier.
 
-The model reads one normalised log-mel window ``(batch, 1, 640, 128)`` (time x mel) along two
-branches and concatenates them into one linear layer that returns **logits**:
+The model reads one normalised log-mel window ``(batch, 1, frames, n_mels)`` (time x mel) along
+two branches and concatenates them into one linear layer that returns **logits**:
 
-- CNN: five blocks of Conv2d with a (3, 1) kernel -> ReLU -> MaxPool, channels 16/32/64/64/64,
-  pools (2,2),(2,2),(2,2),(4,4),(4,4) -> 64 x 4 x 1 = 256 features.
-- RNN: MaxPool(4, 2) over the spectrogram -> 160 steps x 64 mel bins -> bidirectional GRU of
-  64 units (``batch_first=True``); the last hidden state of each direction -> 128 features.
+- CNN: either the original's five from-scratch conv blocks (:class:`ScratchCNN`, 256 features
+  from a 640 x 128 window) or the pretrained musicnn trunk over the window's 3-second patches
+  (:class:`genrewiz.musicnn.MusicnnBranch`, 400 features); ``config.json`` says which.
+- RNN: MaxPool over the spectrogram (e.g. (4, 2): 160 steps x 64 mel bins) -> bidirectional
+  GRU of 64 units (``batch_first=True``); the last hidden state of each direction -> 128 features.
 
 The student version this replaces had three bugs, fixed here:
 
@@ -47,6 +48,31 @@ GTZAN_GENRES: tuple[str, ...] = (
 )
 
 _CNN_POOLS: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (4, 4), (4, 4))
+CNN_BRANCHES = ("scratch", "musicnn")
+"""The CNN branches a PCRNN can have; ``config.json`` names one as ``cnn_branch``."""
+
+
+class ScratchCNN(nn.Sequential):
+    """The original PCRNN's CNN branch, trained from scratch: five (3, 1)-kernel conv blocks.
+
+    Conv2d -> ReLU -> MaxPool with channels 16/32/64/64/64 and pools (2,2),(2,2),(2,2),(4,4),(4,4):
+    a 640 x 128 window becomes 64 x 4 x 1 = 256 features.
+    """
+
+    def __init__(self, features: FeatureConfig, channels: list[int] | tuple[int, ...] = (16, 32, 64, 64, 64)) -> None:
+        if len(channels) != len(_CNN_POOLS):
+            raise ValueError(f"cnn_channels needs {len(_CNN_POOLS)} entries")
+        blocks: list[nn.Module] = []
+        in_channels = 1
+        time, freq = features.window_frames, features.n_mels
+        for out_channels, pool in zip(channels, _CNN_POOLS):
+            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size=(3, 1)), nn.ReLU(), nn.MaxPool2d(pool)]
+            in_channels = out_channels
+            time, freq = (time - 2) // pool[0], freq // pool[1]
+        if time < 1 or freq < 1:
+            raise ValueError("window too small for five conv/pool blocks")
+        super().__init__(*blocks, nn.Flatten())
+        self.out_features = in_channels * time * freq
 
 
 class PCRNN(
@@ -60,36 +86,37 @@ class PCRNN(
     """Parallel CNN-RNN over a log-mel window; ``save_pretrained``/``from_pretrained`` via the Hub mixin.
 
     Every constructor argument is written to ``config.json``, so a checkpoint carries its
-    labels and the exact :class:`FeatureConfig` it was trained with.
+    labels, its architecture (``cnn_branch``) and the exact :class:`FeatureConfig` it was
+    trained with. ``cnn_branch`` is ``"scratch"`` (:class:`ScratchCNN`) or ``"musicnn"``
+    (:class:`~genrewiz.musicnn.MusicnnBranch`, pretrained on the Million Song Dataset, which
+    needs :data:`~genrewiz.musicnn.MUSICNN_FEATURES`). ``dropout`` acts on the concatenated
+    branch features during training only.
     """
 
     def __init__(
         self,
         labels: list[str] | tuple[str, ...] = GTZAN_GENRES,
         features: FeatureConfig | dict = FeatureConfig(),
+        cnn_branch: str = "scratch",
         cnn_channels: list[int] | tuple[int, ...] = (16, 32, 64, 64, 64),
         gru_hidden: int = 64,
         rnn_pool: list[int] | tuple[int, int] = (4, 2),
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.features = FeatureConfig.from_dict(features) if isinstance(features, dict) else features
         self.labels = list(labels)
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be at least two distinct names")
-        if len(cnn_channels) != len(_CNN_POOLS):
-            raise ValueError(f"cnn_channels needs {len(_CNN_POOLS)} entries")
+        if cnn_branch == "scratch":
+            self.cnn: nn.Module = ScratchCNN(self.features, cnn_channels)
+        elif cnn_branch == "musicnn":
+            from .musicnn import MusicnnBranch  # a room of its own, built only when a checkpoint asks for it
 
-        blocks: list[nn.Module] = []
-        in_channels = 1
-        time, freq = self.features.window_frames, self.features.n_mels
-        for out_channels, pool in zip(cnn_channels, _CNN_POOLS):
-            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size=(3, 1)), nn.ReLU(), nn.MaxPool2d(pool)]
-            in_channels = out_channels
-            time, freq = (time - 2) // pool[0], freq // pool[1]
-        if time < 1 or freq < 1:
-            raise ValueError("window too small for five conv/pool blocks")
-        self.cnn = nn.Sequential(*blocks, nn.Flatten())
-        cnn_features = in_channels * time * freq
+            self.cnn = MusicnnBranch(self.features)
+        else:
+            raise ValueError(f"cnn_branch must be one of {CNN_BRANCHES}, got {cnn_branch!r}")
+        self.cnn_branch = cnn_branch
 
         self.rnn_pool = nn.MaxPool2d(tuple(rnn_pool))
         self.gru = nn.GRU(
@@ -98,15 +125,22 @@ class PCRNN(
             batch_first=True,
             bidirectional=True,
         )
-        self.classifier = nn.Linear(cnn_features + 2 * gru_hidden, len(self.labels))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.cnn.out_features + 2 * gru_hidden, len(self.labels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, 1, frames, n_mels)`` windows to ``(batch, n_labels)`` logits."""
-        cnn = self.cnn(x)
+        return self.head(self.cnn(x), x)
+
+    def head(self, cnn_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the CNN branch's output and the windows the RNN branch reads.
+
+        Training with a frozen CNN branch passes its cached output here instead of recomputing it.
+        """
         seq = self.rnn_pool(x).squeeze(1)
         _, hidden = self.gru(seq)
         rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
-        return self.classifier(torch.cat([cnn, rnn], dim=1))
+        return self.classifier(self.dropout(torch.cat([cnn_features, rnn], dim=1)))
 
     @classmethod
     def _from_pretrained(
