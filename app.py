@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 
 matplotlib.use("Agg")  # figures are rendered off-screen only; gr.Plot imports pyplot
@@ -128,8 +129,9 @@ def write_png(pixels: np.ndarray, folder: Path, max_age: float = 300.0) -> str:
     return path
 
 
-def spectrogram_image(mel_db: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
+def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
     """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar."""
+    mel_db = to_db(mel, config)
     fig = Figure(figsize=_SPECTROGRAM_SIZE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     seconds = mel_db.shape[0] * config.frame_seconds
@@ -235,10 +237,10 @@ def build_demo(
         """Top-5 genres with confidences, and the mel-spectrogram the model saw (PNG)."""
         prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
         name = Path(audio).name
-        image = write_png(spectrogram_image(prediction.mel_db, config, f"{name} · {analysed_span(prediction)}"), png_folder)
+        image = write_png(spectrogram_image(prediction.mel, config, f"{name} · {analysed_span(prediction)}"), png_folder)
         # The session keeps this for the UI-only follow-up, which needs the probabilities, not the
         # (up to 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
-        light = dataclasses.replace(prediction, mel_db=prediction.mel_db[:0].copy())
+        light = dataclasses.replace(prediction, mel=prediction.mel[:0].copy())
         return dict(prediction.top(TOP_K)), image, (name, light)
 
     def show_details(result: tuple[str, Prediction]) -> tuple[Any, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import DEFAULT_MAX_DURATION, Audio, load_audio, prepare_waveform
+from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
 from .features import FeatureConfig, log_mel, make_windows
 from .hub import ModelSource, load_model
 from .model import PCRNN
@@ -22,9 +22,9 @@ from .model import PCRNN
 
 @dataclass(frozen=True)
 class Analysis:
-    """What the model needs from one song: its log-mel spectrogram and how much was read."""
+    """What the model needs from one song: its :func:`~genrewiz.features.log_mel` spectrogram and how much was read."""
 
-    mel_db: np.ndarray
+    mel: np.ndarray
     duration: float
     source_duration: float
 
@@ -34,15 +34,15 @@ class Prediction:
     """Genre probabilities for a whole song, and per window for a timeline.
 
     ``probabilities`` is the mean of ``window_probabilities`` over the song's windows, which
-    start at ``window_starts`` seconds. ``mel_db`` is the ``(frames, n_mels)`` spectrogram the
-    model saw; ``padded`` says the song was shorter than one window and was looped.
+    start at ``window_starts`` seconds. ``mel`` is the ``(frames, n_mels)`` spectrogram the
+    model saw, on its feature scale (:func:`genrewiz.features.to_db` draws it in dB); ``padded`` says the song was shorter than one window and was looped.
     """
 
     labels: tuple[str, ...]
     probabilities: np.ndarray
     window_probabilities: np.ndarray
     window_starts: np.ndarray
-    mel_db: np.ndarray
+    mel: np.ndarray
     duration: float
     source_duration: float
     padded: bool
@@ -141,30 +141,43 @@ class GenreClassifier:
         """Classify a whole song from a path, or from a waveform array with its ``sample_rate``."""
         return self.classify(analyse(audio, self.config, sample_rate, self.max_duration))
 
-    def classify(self, analysis: Analysis) -> Prediction:
-        """Run the model over every window of an analysed song and average the probabilities."""
-        windows = make_windows(analysis.mel_db, self.config)
-        probs = self.window_probabilities(windows.data)
+    def classify(self, analysis: Analysis, cnn_features: np.ndarray | None = None) -> Prediction:
+        """Run the model over every window of an analysed song and average the probabilities.
+
+        ``cnn_features`` is the CNN branch's output for the song's windows when it is already
+        known (training caches a frozen pretrained branch's); the rest of the path is the same.
+
+        Raises:
+            AudioError: the model's output is not finite (never returned as an answer).
+        """
+        windows = make_windows(analysis.mel, self.config)
+        probs = self.window_probabilities(windows.data, cnn_features)
+        if not np.all(np.isfinite(probs)):
+            raise AudioError("the audio could not be analysed: the model produced invalid (non-finite) scores")
         return Prediction(
             labels=self.labels,
             probabilities=probs.mean(axis=0),
             window_probabilities=probs,
             window_starts=windows.start_frames * self.config.frame_seconds,
-            mel_db=analysis.mel_db,
+            mel=analysis.mel,
             duration=analysis.duration,
             source_duration=analysis.source_duration,
             padded=windows.padded,
         )
 
-    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+    def window_probabilities(self, windows: np.ndarray, cnn_features: np.ndarray | None = None) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
 
         Runs on whatever device the model is on (training validates on the GPU this way).
         """
         device = next(self.model.parameters()).device
+        batches = []
         with torch.inference_mode():
-            batches = [
-                torch.softmax(self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(device)), dim=1).cpu()
-                for i in range(0, len(windows), self.batch_size)
-            ]
+            for i in range(0, len(windows), self.batch_size):
+                x = torch.from_numpy(windows[i : i + self.batch_size]).to(device)
+                if cnn_features is None:
+                    logits = self.model(x)
+                else:
+                    logits = self.model.head(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device), x)
+                batches.append(torch.softmax(logits, dim=1).cpu())
         return torch.cat(batches).numpy()

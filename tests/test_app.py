@@ -223,7 +223,7 @@ def test_list_examples_sorted_audio_only(tmp_path):
 
 def test_spectrogram_has_the_models_view(classifier, short_clip):
     prediction = classifier.predict(short_clip)
-    image = app.spectrogram_image(prediction.mel_db, classifier.config, "title")
+    image = app.spectrogram_image(prediction.mel, classifier.config, "title")
     assert image.dtype == np.uint8 and image.shape == (400, 1000, 3)
     assert image.std() > 10  # drawn, not blank
 

@@ -24,7 +24,7 @@ def test_prediction_of_a_song(classifier, tmp_path):
     assert prediction.window_starts[-1] + classifier.config.window_seconds == pytest.approx(75.0, abs=1.5)
     assert prediction.duration == pytest.approx(75.0, abs=0.05)
     assert not prediction.truncated and not prediction.padded
-    assert prediction.mel_db.shape[1] == 128
+    assert prediction.mel.shape[1] == 128
 
     top = prediction.top(5)
     assert len(top) == 5 and [score for _, score in top] == sorted((s for _, s in top), reverse=True)
