@@ -2,17 +2,21 @@
 
 Four styles that differ in pitch, timbre and tempo (tests/synthetic.py); a few epochs must
 bring held-out whole-clip accuracy, measured through the app's predictor, far above chance.
+Both CNN branches: from scratch, and the frozen pretrained musicnn branch from cached outputs.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from genrewiz import GenreClassifier
 from tests.synthetic import STYLES
 from tests.test_train_data import TINY, make_tree
+from genrewiz.musicnn import MUSICNN_FEATURES, PATCH_FRAMES
 from train import data
-from train.train import Recipe, train_split
+from train.train import Recipe, Setup, train_split
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +30,8 @@ def test_pcrnn_learns_synthetic_genres(tmp_path):
     assert not skipped
 
     recipe = Recipe(epochs=10, batch_size=8, lr=1e-3, warmup_epochs=1, seed=0)
-    model, history = train_split(data.Split("synthetic", split.train), features, labels, TINY, recipe,
-                                 tmp_path / "model", progress=False)
+    setup = Setup(labels, TINY, "scratch", tmp_path / "cache", progress=False)
+    model, history = train_split(data.Split("synthetic", split.train), features, setup, recipe, tmp_path / "model")
 
     classifier = GenreClassifier(model)
     correct = sum(classifier.predict(c.path).genre == c.label for c in split.valid)
@@ -35,3 +39,26 @@ def test_pcrnn_learns_synthetic_genres(tmp_path):
     chance = 1 / len(STYLES)
     assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance {chance:.2f}); history {history['epochs']}"
     assert history["epochs"][-1]["train_loss"] < history["epochs"][0]["train_loss"]
+
+
+SHORT_MUSICNN = dataclasses.replace(MUSICNN_FEATURES, window_frames=2 * PATCH_FRAMES, window_hop_frames=PATCH_FRAMES)
+"""musicnn's front end in 6-second windows, so the test's pretrained branch runs on few patches."""
+
+
+def test_frozen_musicnn_branch_learns_in_two_epochs_from_its_cache(tmp_path):
+    make_tree(tmp_path, "genres", ".wav", per_genre=6, seconds=7.0, genres=STYLES)
+    clips = data.scan_gtzan(tmp_path)
+    split = data.random_split(clips, valid_fraction=1 / 3, seed=0)
+    labels = data.labels_of(clips)
+    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
+    setup = Setup(labels, SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False)
+    recipe = Recipe(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0, views=2, seed=0)
+
+    model, history = train_split(split, mels, setup, recipe, tmp_path / "model", select_best=False)
+
+    assert len(history["epochs"]) == 2 and model.cnn_branch == "musicnn"
+    branch_caches = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("branch-")]
+    assert len(branch_caches) == 2, "training views and validation windows are cached, keyed apart"
+    classifier = GenreClassifier(model)
+    accuracy = sum(classifier.predict(c.path).genre == c.label for c in split.valid) / len(split.valid)
+    assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"

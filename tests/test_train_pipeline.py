@@ -27,7 +27,8 @@ def gtzan(tmp_path_factory):
 
 def _train(gtzan, out, *extra):
     return train_main(["--data", str(gtzan), "--out", str(out), "--cache-dir", str(gtzan / "cache"),
-                       "--features", FEATURES, "--workers", "1", "--no-progress", "--batch-size", "4", *extra])
+                       "--features", FEATURES, "--cnn-branch", "scratch", "--workers", "1", "--no-progress",
+                       "--batch-size", "4", *extra])
 
 
 def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_path, monkeypatch):

@@ -14,20 +14,29 @@ import torch
 from genrewiz.features import FeatureConfig, loop_to_window, normalize
 
 
-def crop(mel_db: np.ndarray, config: FeatureConfig, rng: np.random.Generator | None) -> np.ndarray:
-    """One normalised ``(window_frames, n_mels)`` window from a dB spectrogram.
+def crop(mel: np.ndarray, config: FeatureConfig, rng: np.random.Generator | None) -> np.ndarray:
+    """One normalised ``(window_frames, n_mels)`` window from a log-mel spectrogram.
 
     With ``rng`` the song is rolled by a random offset and cropped at a random start; without,
     the first window is taken, as :func:`genrewiz.features.make_windows` would. A song shorter
     than a window is looped, as the predictor does.
     """
-    frames = config.window_frames
-    mel_db = loop_to_window(mel_db, config)
     if rng is None:
-        return normalize(mel_db[:frames], config)
-    mel_db = np.roll(mel_db, int(rng.integers(len(mel_db))), axis=0)
-    start = int(rng.integers(len(mel_db) - frames + 1))
-    return normalize(mel_db[start : start + frames], config)
+        return view(mel, config, 0)
+    frames = config.window_frames
+    mel = loop_to_window(mel, config)
+    mel = np.roll(mel, int(rng.integers(len(mel))), axis=0)
+    start = int(rng.integers(len(mel) - frames + 1))
+    return normalize(mel[start : start + frames], config)
+
+
+def view(mel: np.ndarray, config: FeatureConfig, shift: int) -> np.ndarray:
+    """The first normalised window of a spectrogram rolled by ``shift`` frames (looped if short).
+
+    A fixed set of shifts gives the fixed training views whose frozen-branch outputs are cached.
+    """
+    mel = loop_to_window(mel, config)
+    return normalize(np.roll(mel, shift, axis=0)[: config.window_frames], config)
 
 
 def spec_augment(
@@ -58,9 +67,13 @@ def spec_augment(
 
 
 def mixup(
-    batch: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend each window and its one-hot target with another from the batch, weight ~ Beta(alpha, alpha)."""
+    inputs: list[torch.Tensor], targets: torch.Tensor, alpha: float, rng: np.random.Generator
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Blend each example (every tensor of ``inputs``) and its one-hot target with another from the batch.
+
+    The weight is drawn from Beta(alpha, alpha); all ``inputs`` (windows, cached branch features)
+    are mixed with the same partner and weight, so they stay one consistent example.
+    """
     lam = float(rng.beta(alpha, alpha))
-    order = torch.from_numpy(rng.permutation(len(batch))).to(batch.device)
-    return lam * batch + (1 - lam) * batch[order], lam * targets + (1 - lam) * targets[order]
+    order = torch.from_numpy(rng.permutation(len(targets))).to(targets.device)
+    return [lam * t + (1 - lam) * t[order] for t in inputs], lam * targets + (1 - lam) * targets[order]

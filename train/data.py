@@ -3,7 +3,9 @@
 Spectrograms come from :func:`genrewiz.predict.analyse`, the function the app runs on every
 upload, so the model trains on exactly what it will be served. They are computed once and
 cached, keyed by a hash of the :class:`~genrewiz.features.FeatureConfig` and of each file's
-path, size and modification time, so an epoch reads arrays, never audio.
+path, size and modification time, so an epoch reads arrays, never audio. A frozen pretrained
+CNN branch's outputs are cached the same way (:func:`load_branch_features`), keyed on the
+branch and its weights too, so an epoch never runs the pretrained network.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
-from genrewiz.audio import AudioError
-from genrewiz.features import FeatureConfig
+import torch
+
+from genrewiz.audio import SUPPORTED_EXTENSIONS, AudioError
+from genrewiz.features import FeatureConfig, make_windows
+from genrewiz.model import PCRNN
 from genrewiz.predict import analyse
+from train.augment import view
 
 logger = logging.getLogger("train")
 
-AUDIO_SUFFIXES = frozenset({".au", ".wav"})
-"""GTZAN ships ``.au``; the Kaggle copy converted it to ``.wav``."""
 LAYOUTS = ("genres", "genres_original")
 """Folder holding one sub-folder per genre: original GTZAN, Kaggle copy."""
 SPLIT_LISTS = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}
@@ -73,7 +77,7 @@ def genre_root(data_dir: str | os.PathLike[str]) -> Path:
     if any(_audio_files(sub) for sub in data_dir.iterdir() if sub.is_dir()):
         return data_dir
     raise FileNotFoundError(
-        f"no GTZAN audio under {data_dir}: expected {' or '.join(f'{n}/<genre>/*.au|wav' for n in LAYOUTS)}"
+        f"no GTZAN audio under {data_dir}: expected {' or '.join(f'{n}/<genre>/<audio files>' for n in LAYOUTS)}"
     )
 
 
@@ -206,15 +210,56 @@ def load_features(
     return features, skipped
 
 
+def load_branch_features(
+    clips: list[Clip],
+    features: dict[Path, np.ndarray],
+    model: PCRNN,
+    shifts: list[int] | None,
+    cache_root: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[Path, np.ndarray]:
+    """A frozen CNN branch's patch embeddings ``(windows, patches, dims)`` for every clip with features.
+
+    With ``shifts``, one training view per shift (:func:`train.augment.view`); without, the
+    windows the predictor cuts (:func:`genrewiz.features.make_windows`), for validation. Cached
+    under a key of the feature settings, the branch, its weights and the views.
+    """
+    config = model.features
+    digest = hashlib.sha256(json.dumps({"features": config.to_dict(), "branch": model.cnn_branch,
+                                        "views": shifts}, sort_keys=True).encode())
+    for tensor in model.cnn.state_dict().values():
+        digest.update(tensor.cpu().numpy().tobytes())
+    cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"branch-{digest.hexdigest()[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    result: dict[Path, np.ndarray] = {}
+    todo = [c for c in clips if c.path in features]
+    for clip in tqdm(todo, desc=f"{model.cnn_branch} branch ({'views' if shifts else 'windows'})", unit="clip",
+                     disable=not progress):
+        target = _cache_file(cache, clip.path)
+        if not target.is_file():
+            mel = features[clip.path]
+            if shifts:
+                windows = np.stack([view(mel, config, s) for s in shifts])[:, None]
+            else:
+                windows = make_windows(mel, config).data
+            with torch.inference_mode():
+                embeddings = model.cnn.patch_embeddings(torch.from_numpy(windows)).numpy()
+            tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, embeddings)
+            os.replace(tmp, target)
+        result[clip.path] = np.load(target)
+    return result
+
+
 def _compute(job: tuple[str, str, FeatureConfig]) -> str | None:
     """Decode one file and cache its spectrogram; return the error message if it is unreadable."""
     path, target, config = job
     try:
-        mel_db = analyse(path, config).mel_db
+        mel = analyse(path, config).mel
     except AudioError as err:
         return str(err)
     tmp = f"{target}.{os.getpid()}.tmp.npy"
-    np.save(tmp, mel_db)
+    np.save(tmp, mel)
     os.replace(tmp, target)
     return None
 
@@ -226,7 +271,8 @@ def _cache_file(cache: Path, path: Path) -> Path:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    """Audio files of every format genrewiz reads: GTZAN's ``.au``, Kaggle's ``.wav``, ``.ogg`` copies, ..."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_EXTENSIONS and not p.name.startswith("."))
 
 
 def _sorted(clips: list[Clip]) -> list[Clip]:

@@ -2,18 +2,24 @@
 
     python -m train.train --data DATA --split filtered --split-dir SPLITS --out runs/filtered
     python -m train.train --data DATA --split kfold --folds 5 --out runs/cv
-    python -m train.train --data DATA --split all --out runs/all
+    python -m train.train --data DATA --split all --out runs/all --cnn-branch scratch
 
 ``random`` and ``filtered`` keep the checkpoint with the best validation accuracy and stop
 early; ``kfold`` trains the same fixed-length recipe on each fold and scores the final weights
 on the held-out fold (no selection on the clips it is scored on); ``all`` trains that recipe on
 every clip. The output folder is a ``save_pretrained`` checkpoint plus ``history.json`` and
 ``train.log``; ``kfold`` writes one per fold and the pooled evaluation report beside them.
+
+``--cnn-branch musicnn`` (the default) starts the CNN branch from musicnn's Million Song Dataset
+weights and keeps it frozen: its outputs for a few fixed views of each clip are computed once
+and cached, so an epoch trains only the GRU branch and the linear layer. ``--finetune`` trains
+the branch too (slow on a CPU); ``--cnn-branch scratch`` is the original from-scratch PCRNN.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -28,33 +34,41 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from genrewiz.features import FeatureConfig, make_windows
-from genrewiz.model import PCRNN
+from genrewiz.features import FeatureConfig
+from genrewiz.model import CNN_BRANCHES, PCRNN
+from genrewiz.musicnn import MUSICNN_FEATURES
 from genrewiz.predict import Analysis, GenreClassifier
 from train import data, report
-from train.augment import crop, mixup, spec_augment
+from train.augment import crop, mixup, spec_augment, view
 
 logger = logging.getLogger("train")
+
+ARCHITECTURES: dict[str, dict] = {
+    "scratch": {"features": FeatureConfig()},
+    "musicnn": {"features": MUSICNN_FEATURES, "rnn_pool": (8, 2)},
+}
+"""PCRNN arguments per CNN branch: its front end, and a GRU over ~230 steps for either."""
 
 
 @dataclass
 class Recipe:
     """The training settings; every one is a command-line flag and is saved in ``history.json``.
 
-    Defaults: the original's RMSprop at 5e-4 with cross-entropy, plus warmup and cosine decay
-    instead of hand-tuned drops. Sized for the artist-filtered train split (443 clips): at the
-    measured ~2.1 s per 32-clip step on 2 CPU cores, 50 epochs are about 25 minutes of steps
-    plus per-epoch validation, inside the 45-minute budget. Small sets want ``batch_size`` 8
-    (more updates per epoch), as the bundled GTZAN-mini weights use.
+    Defaults: the original's RMSprop with cross-entropy, plus warmup and cosine decay instead
+    of hand-tuned drops, class-balanced loss weights (GTZAN copies are often unbalanced), and
+    for a frozen pretrained branch ``views`` cached views per clip. Small sets want
+    ``batch_size`` 8 (more updates per epoch).
     """
 
     epochs: int = 50
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 0.0
+    dropout: float = 0.0
     schedule: str = "cosine"
     warmup_epochs: int = 2
     patience: int = 15
+    balance: bool = True
     crop: bool = True
     specaugment: bool = True
     time_masks: int = 2
@@ -62,16 +76,24 @@ class Recipe:
     freq_masks: int = 2
     freq_width: int = 16
     mixup_alpha: float = 0.2
+    views: int = 4
+    finetune: bool = False
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class Example:
-    """A cached spectrogram with its label index, ready for batching."""
+    """A cached spectrogram with its label index, ready for batching.
+
+    With a frozen CNN branch, ``views`` holds its patch embeddings for the training views and
+    ``windows`` for the predictor's windows (validation).
+    """
 
     key: str
-    mel_db: np.ndarray
+    mel: np.ndarray
     label: int
+    views: np.ndarray | None = None
+    windows: np.ndarray | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -86,16 +108,79 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_examples(clips: list[data.Clip], features: dict[Path, np.ndarray], labels: list[str]) -> list[Example]:
-    """Pair each readable clip's spectrogram with its label index (unreadable clips have none)."""
-    index = {label: i for i, label in enumerate(labels)}
-    return [Example(c.key, features[c.path], index[c.label]) for c in clips if c.path in features]
+@dataclass(frozen=True)
+class Setup:
+    """What every split of a run shares: the labels, the front end, the CNN branch, the caches."""
+
+    labels: list[str]
+    features: FeatureConfig
+    cnn_branch: str = "musicnn"
+    cache_root: Path | None = None
+    progress: bool = True
 
 
-def clip_probabilities(model: PCRNN, mels: list[np.ndarray]) -> np.ndarray:
-    """Whole-clip probabilities ``(clips, labels)`` through the predictor the app uses, on the model's device."""
+def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
+    """A seeded PCRNN with the setup's CNN branch; a pretrained branch gets its weights (frozen unless fine-tuned)."""
+    seed_everything(recipe.seed)
+    arch = ARCHITECTURES[setup.cnn_branch] | {"features": setup.features}
+    model = PCRNN(labels=setup.labels, cnn_branch=setup.cnn_branch, dropout=recipe.dropout, **arch)
+    if setup.cnn_branch == "musicnn":
+        model.cnn.load_pretrained()
+        if recipe.finetune:
+            model.cnn.unfreeze()
+    return model
+
+
+def is_frozen(model: PCRNN) -> bool:
+    """Whether the model's CNN branch is a frozen pretrained one, whose outputs training caches."""
+    return bool(getattr(model.cnn, "frozen", False))
+
+
+def make_examples(
+    clips: list[data.Clip],
+    mels: dict[Path, np.ndarray],
+    setup: Setup,
+    model: PCRNN,
+    recipe: Recipe,
+    views: bool = True,
+    windows: bool = True,
+) -> list[Example]:
+    """Pair each readable clip's spectrogram with its label index (unreadable clips have none).
+
+    With a frozen branch, its cached outputs for the training ``views`` and/or the predictor's
+    ``windows`` come along.
+    """
+    index = {label: i for i, label in enumerate(setup.labels)}
+    clips = [c for c in clips if c.path in mels]
+    frozen = is_frozen(model)
+    by_view = data.load_branch_features(clips, mels, model, model.cnn.view_shifts(recipe.views), setup.cache_root,
+                                        setup.progress) if frozen and views else {}
+    by_window = data.load_branch_features(clips, mels, model, None, setup.cache_root,
+                                          setup.progress) if frozen and windows else {}
+    return [Example(c.key, mels[c.path], index[c.label], by_view.get(c.path), by_window.get(c.path)) for c in clips]
+
+
+def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
+    """Whole-clip probabilities ``(clips, labels)`` through the predictor the app uses, on the model's device.
+
+    A frozen branch's cached window outputs stand in for running it; everything else is the app's path.
+    """
     classifier = GenreClassifier(model, num_threads=None)
-    return np.stack([classifier.classify(Analysis(mel, 0.0, 0.0)).probabilities for mel in mels])
+    probabilities = []
+    for e in examples:
+        cnn = None
+        if e.windows is not None:
+            with torch.inference_mode():
+                cnn = model.cnn.pool(torch.from_numpy(e.windows)).numpy()
+        probabilities.append(classifier.classify(Analysis(e.mel, 0.0, 0.0), cnn).probabilities)
+    return np.stack(probabilities)
+
+
+def class_weights(examples: list[Example], n_labels: int) -> torch.Tensor:
+    """Loss weights inversely proportional to class frequency, mean 1 over the examples."""
+    counts = np.bincount([e.label for e in examples], minlength=n_labels).astype(np.float64)
+    weights = len(examples) / (n_labels * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def lr_factor(recipe: Recipe, steps_per_epoch: int):
@@ -134,8 +219,12 @@ def fit(
     rng = np.random.default_rng(recipe.seed)
     model.to(device)
     n_labels = len(model.labels)
+    frozen = is_frozen(model)
+    shifts = model.cnn.view_shifts(recipe.views) if frozen else []
+    weights = class_weights(train, n_labels).to(device) if recipe.balance else None
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.RMSprop(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, steps_per_epoch))
     out_dir.mkdir(parents=True, exist_ok=True)
     history: dict = {"recipe": asdict(recipe), "device": str(device), "n_train": len(train), "n_valid": len(valid)}
@@ -149,15 +238,23 @@ def fit(
         batches = range(0, len(train), recipe.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=not progress):
             items = [train[i] for i in order[start : start + recipe.batch_size]]
-            x = torch.from_numpy(np.stack([crop(e.mel_db, model.features, rng if recipe.crop else None) for e in items]))
+            if frozen:
+                picks = rng.integers(len(shifts), size=len(items)) if recipe.crop else np.zeros(len(items), int)
+                x = torch.from_numpy(np.stack([view(e.mel, model.features, shifts[v]) for e, v in zip(items, picks)]))
+                cnn = model.cnn.pool(torch.from_numpy(np.stack([e.views[v] for e, v in zip(items, picks)]))).to(device)
+            else:
+                x = torch.from_numpy(np.stack([crop(e.mel, model.features, rng if recipe.crop else None) for e in items]))
             x = x[:, None].to(device)
             y = F.one_hot(torch.tensor([e.label for e in items]), n_labels).float().to(device)
             if recipe.specaugment:
                 x = spec_augment(x, rng, recipe.time_masks, recipe.time_width, recipe.freq_masks, recipe.freq_width)
             if recipe.mixup_alpha > 0:
-                x, y = mixup(x, y, recipe.mixup_alpha, rng)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+                if frozen:
+                    (x, cnn), y = mixup([x, cnn], y, recipe.mixup_alpha, rng)
+                else:
+                    (x,), y = mixup([x], y, recipe.mixup_alpha, rng)
+            logits = model.head(cnn, x) if frozen else model(x)
+            loss = F.cross_entropy(logits, y, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -167,7 +264,7 @@ def fit(
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / len(train),
                "train_accuracy": correct / len(train), "seconds": time.perf_counter() - started}
         if valid:
-            probs = clip_probabilities(model, [e.mel_db for e in valid])
+            probs = clip_probabilities(model, valid)
             truth = np.array([e.label for e in valid])
             row["valid_loss"] = float(-np.log(np.clip(probs[np.arange(len(valid)), truth], 1e-8, None)).mean())
             row["valid_accuracy"] = float((probs.argmax(1) == truth).mean())
@@ -198,35 +295,27 @@ def fit(
 
 def train_split(
     split: data.Split,
-    features: dict[Path, np.ndarray],
-    labels: list[str],
-    config: FeatureConfig,
+    mels: dict[Path, np.ndarray],
+    setup: Setup,
     recipe: Recipe,
     out_dir: Path,
     select_best: bool = True,
-    progress: bool = True,
 ) -> tuple[PCRNN, dict]:
     """Build a seeded PCRNN and :func:`fit` it on one split; the model comes back on the CPU, in eval mode."""
-    seed_everything(recipe.seed)
-    model = PCRNN(labels=labels, features=config)
-    train = make_examples(split.train, features, labels)
-    valid = make_examples(split.valid, features, labels)
-    logger.info("%s: %d train / %d valid clips, %d parameters", split.name, len(train), len(valid),
-                sum(p.numel() for p in model.parameters()))
-    history = fit(model, train, valid, recipe, out_dir, select_best, progress)
+    model = build_model(setup, recipe)
+    train = make_examples(split.train, mels, setup, model, recipe, windows=False)
+    valid = make_examples(split.valid, mels, setup, model, recipe, views=False)
+    logger.info("%s: %d train / %d valid clips, %s CNN branch%s, %d parameters (%d trained)", split.name, len(train),
+                len(valid), setup.cnn_branch, " (frozen)" if is_frozen(model) else "",
+                sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
+    history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress)
     history.update(split=split.name, missing=split.missing)
     _write_json(out_dir / "history.json", history)
     return model.eval(), history
 
 
 def cross_validate(
-    splits: list[data.Split],
-    features: dict[Path, np.ndarray],
-    labels: list[str],
-    config: FeatureConfig,
-    recipe: Recipe,
-    out_dir: Path,
-    progress: bool = True,
+    splits: list[data.Split], mels: dict[Path, np.ndarray], setup: Setup, recipe: Recipe, out_dir: Path
 ) -> dict:
     """Train each fold from scratch, score its final weights on its held-out clips, report the pool.
 
@@ -235,44 +324,56 @@ def cross_validate(
     """
     truth, predicted, folds, histories = [], [], [], []
     for k, split in enumerate(splits, 1):
-        model, history = train_split(split, features, labels, config, recipe, out_dir / f"fold{k}", False, progress)
-        held_out = [c for c in split.valid if c.path in features]
-        fold_truth = [c.label for c in held_out]
-        probs = clip_probabilities(model, [features[c.path] for c in held_out])
-        fold_pred = [labels[i] for i in probs.argmax(axis=1)]
-        scores = report.scores(fold_truth, fold_pred, labels)
+        model, history = train_split(split, mels, setup, recipe, out_dir / f"fold{k}", select_best=False)
+        held_out = make_examples(split.valid, mels, setup, model, recipe, views=False)
+        fold_truth = [setup.labels[e.label] for e in held_out]
+        probs = clip_probabilities(model, held_out)
+        fold_pred = [setup.labels[i] for i in probs.argmax(axis=1)]
+        scores = report.scores(fold_truth, fold_pred, setup.labels)
         folds.append({"fold": k, "n_clips": len(fold_truth), "training_time_s": history["training_time_s"],
-                      "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]})
+                      "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+                      "balanced_accuracy": scores["balanced_accuracy"]})
         logger.info("fold %d/%d: accuracy %.3f, macro-F1 %.3f on %d held-out clips, %.0f s", k, len(splits),
                     scores["accuracy"], scores["macro_f1"], len(fold_truth), history["training_time_s"])
         truth += fold_truth
         predicted += fold_pred
         histories.append(history)
-    return report.write_cv_report(out_dir, truth, predicted, labels, folds, histories)
+    return report.write_cv_report(out_dir, truth, predicted, setup.labels, folds, histories)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="GTZAN folder (genres/ or genres_original/ layout)")
-    parser.add_argument("--split", required=True, choices=("random", "filtered", "kfold", "all"))
+    parser.add_argument("--split", required=True, choices=("random", "filtered", "kfold", "all"),
+                        help="filtered: artist-filtered train/valid lists (select by valid); random: stratified "
+                             "--valid-fraction hold-out; kfold: --folds-fold CV of a fixed recipe; all: train on every clip")
+    parser.add_argument("--cnn-branch", choices=CNN_BRANCHES, default="musicnn",
+                        help="musicnn: pretrained on the Million Song Dataset, frozen unless --finetune; "
+                             "scratch: the original PCRNN's CNN (default musicnn)")
     parser.add_argument("--split-dir", type=Path, help="folder with {train,valid,test}_filtered.txt (--split filtered)")
     parser.add_argument("--allow-missing", action="store_true", help="filtered: leave out listed clips that are absent")
     parser.add_argument("--valid-fraction", type=float, default=0.2, help="random: held-out fraction")
     parser.add_argument("--folds", type=int, default=5, help="kfold: number of folds")
     parser.add_argument("--out", required=True, type=Path, help="output checkpoint folder")
     parser.add_argument("--cache-dir", type=Path, help=f"feature cache root (default {data.DEFAULT_CACHE_ROOT})")
-    parser.add_argument("--features", help="FeatureConfig overrides as JSON, e.g. '{\"n_mels\": 128}'")
+    parser.add_argument("--features", help="FeatureConfig overrides as JSON on top of the branch's front end, "
+                                           "e.g. '{\"window_hop_frames\": 160}'")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     defaults = Recipe()
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=f"switch off {f.name}")
+        default = getattr(defaults, f.name)
+        if f.type == "bool" and default:
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false",
+                                help=f"switch off {f.name}")
+        elif f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f"switch on {f.name}")
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(flag, type=kind, default=getattr(defaults, f.name), help=f"(default {getattr(defaults, f.name)})")
+            choices = ("cosine", "constant") if f.name == "schedule" else None
+            parser.add_argument(flag, type=kind, default=default, choices=choices, help=f"(default {default})")
     args = parser.parse_args(argv)
     if args.split == "filtered" and args.split_dir is None:
         parser.error("--split filtered needs --split-dir (the folder of *_filtered.txt lists)")
@@ -287,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    config = FeatureConfig(**json.loads(args.features)) if args.features else FeatureConfig()
+    config = dataclasses.replace(ARCHITECTURES[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
     started = time.perf_counter()
     clips = data.scan_gtzan(args.data)
     labels = data.labels_of(clips)
@@ -301,18 +402,21 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         splits = [data.Split("all clips", clips)]
     needed = {c.path: c for s in splits for c in s.train + s.valid}
-    features, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
-                                           not args.no_progress)
+    mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
+                                       not args.no_progress)
     skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
+    setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress)
     if args.split == "kfold":
-        result = cross_validate(splits, features, labels, config, recipe, args.out, not args.no_progress)
+        result = cross_validate(splits, mels, setup, recipe, args.out)
+        summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
     else:
-        _, result = train_split(splits[0], features, labels, config, recipe, args.out, args.split != "all",
-                                not args.no_progress)
+        _, result = train_split(splits[0], mels, setup, recipe, args.out, select_best=args.split != "all")
+        best = result.get("best_valid_accuracy")
+        summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})" if best is not None else "no validation"
     result.update(data=str(args.data), skipped=skipped_info, total_time_s=time.perf_counter() - started,
                   command=" ".join(["python -m train.train", *(argv if argv is not None else sys.argv[1:])]))
     _write_json(args.out / ("metrics.json" if args.split == "kfold" else "history.json"), result)
-    logger.info("done in %.0f s; wrote %s", result["total_time_s"], args.out)
+    logger.info("done in %.0f s: %s; wrote %s", result["total_time_s"], summary, args.out)
     return result
 
 
