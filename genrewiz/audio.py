@@ -1,14 +1,23 @@
 """Audio loading: any file libsndfile reads -> mono float32 at the model's sample rate.
 
-Every problem with an input (missing, unreadable, empty, silent, too short) surfaces as one
-exception type, :class:`AudioError`, whose message is fit to show a user as it is.
+Every problem with an input (missing, unreadable, empty, silent, too short, an absurd sample
+rate) surfaces as one exception type, :class:`AudioError`, whose message is fit to show a user
+as it is. Decoding is streamed: memory and work depend on the seconds analysed, never on the
+file's own sample rate or channel count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -22,8 +31,24 @@ SILENCE_PEAK = 1e-4
 """Peak amplitude (-80 dBFS) under which a clip counts as silent."""
 SUPPORTED_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".aiff", ".aif"})
 """Extensions searched for in folders; libsndfile decodes all of them (no ffmpeg needed)."""
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
+"""Sample rates read: from narrow-band speech to DXD. A header outside this range is refused
+rather than believed (a WAV claiming 1 Hz would otherwise be 600 s of 'music' in 600 samples)."""
+MAX_SAMPLES_PER_SECOND = 384_000
+"""Decoded samples (all channels together) per second of ``max_duration``. 192 kHz stereo or
+48 kHz 7.1 is read for the whole ``max_duration``; a file with more samples per second (384 kHz
+8-channel) gets a proportionally shorter excerpt, so no file costs more than ``max_duration`` x
+384,000 samples of decoding work."""
 
-_BLOCK_SECONDS = 30
+_BLOCK_SAMPLES = 1 << 18
+"""Samples (all channels) decoded per read: 1 MB of float32 whatever the file's layout."""
+_HEADROOM = 2.0**-16
+"""Decoded samples are scaled by this power of two (exactly undone later): a float file may hold
+values up to 3.4e38, and summing 1024 channels or resampling them must not overflow float32."""
+_MISLEADING_OPEN_ERROR = "does not exist or is not a regular file"
+"""What libsndfile says when its MP3 decoder finds no MPEG frames in a file that does exist."""
+_DECODER_CHATTER = re.compile(rb"^(Note|Warning|Error): |^\[[^\]\n]*libmpg123[^\]\n]*\] ")
+"""Lines libmpg123 prints straight to the process's stderr about the stream it decodes."""
 
 
 class AudioError(ValueError):
@@ -48,6 +73,15 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A streamed read: mono samples at the target rate, still scaled by :data:`_HEADROOM`."""
+
+    samples: np.ndarray
+    frames: int
+    peak: float
+
+
 def load_audio(
     path: str | os.PathLike[str],
     sample_rate: int,
@@ -57,12 +91,15 @@ def load_audio(
 ) -> Audio:
     """Read at most ``max_duration`` seconds of a file, from ``offset`` s, as mono float32 at ``sample_rate``.
 
-    Stereo is averaged to mono and other rates are resampled with soxr. The file is read in
-    blocks, so an hour-long recording costs no more memory than ``max_duration`` of it.
+    Channels are averaged and other rates resampled with soxr block by block, so memory is the
+    output plus one 1 MB block whatever the file's rate, channel count or length. Files with
+    more than :data:`MAX_SAMPLES_PER_SECOND` samples per second have a shorter excerpt read. A
+    waveform peaking above full scale (1.0) is scaled down to it.
 
     Raises:
         AudioError: the path is missing or not a file, the format is unsupported or corrupt,
-            or the audio is empty, silent or shorter than ``min_duration``.
+            the sample rate is outside :data:`MIN_SAMPLE_RATE`-:data:`MAX_SAMPLE_RATE`, or the
+            audio is empty, non-finite, silent or shorter than ``min_duration``.
     """
     path = Path(path)
     name = path.name
@@ -73,21 +110,21 @@ def load_audio(
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: the file is empty")
     try:
-        with sf.SoundFile(path) as f:
+        with _quiet_decoder(), sf.SoundFile(_native_path(path)) as f:
             source_sr = f.samplerate
+            _check_sample_rate(source_sr, name)
             source_duration = f.frames / source_sr if f.frames > 0 else 0.0
             if offset > 0:
                 f.seek(min(int(offset * source_sr), f.frames))
-            samples = _read_mono(f, int(max_duration * source_sr))
+            rate_read = min(source_sr, MAX_SAMPLES_PER_SECOND / f.channels)
+            decoded = _read_mono(f, int(max_duration * rate_read), sample_rate, name)
     except (sf.SoundFileError, RuntimeError, EOFError, OSError) as err:
-        ext = path.suffix.lower()
-        if ext and ext not in SUPPORTED_EXTENSIONS:
-            supported = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
-            raise AudioError(f"{name}: unsupported format '{ext}' (supported: {supported})") from err
-        reason = getattr(err, "error_string", None) or type(err).__name__  # never the server-side path
-        raise AudioError(f"{name}: not a readable audio file (corrupt or unsupported: {reason})") from err
-    source_duration = max(source_duration, len(samples) / source_sr)
-    return _condition(samples, source_sr, sample_rate, source_duration, min_duration, name)
+        raise _decode_error(path, err) from err
+    source_duration = max(source_duration, decoded.frames / source_sr)
+    _check_content(decoded.frames, source_sr, decoded.peak / _HEADROOM, min_duration, name)
+    samples = decoded.samples
+    samples *= np.float32(1.0 / decoded.peak if decoded.peak > _HEADROOM else 1.0 / _HEADROOM)
+    return Audio(samples, sample_rate, source_duration)
 
 
 def prepare_waveform(
@@ -101,50 +138,167 @@ def prepare_waveform(
     """Bring an in-memory waveform to the same state :func:`load_audio` returns.
 
     Accepts 1-D arrays, ``(samples, channels)`` as soundfile returns, or ``(channels, samples)``
-    as librosa returns; integer PCM is scaled to [-1, 1].
+    as librosa returns; integer PCM is scaled to [-1, 1], and a float waveform peaking above
+    1.0 is scaled down to it.
     """
     array = np.asarray(samples)
     if array.ndim not in (1, 2) or array.size == 0:
         raise AudioError(f"{name}: expected a non-empty 1-D or 2-D waveform, got shape {array.shape}")
-    if source_rate <= 0:
-        raise AudioError(f"{name}: sample rate must be positive, got {source_rate}")
+    _check_sample_rate(source_rate, name)
     if np.issubdtype(array.dtype, np.integer):
         array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    if not np.all(np.isfinite(array)):
+        raise AudioError(f"{name}: contains invalid (NaN or infinite) samples")
     if array.ndim == 2:
         channel_axis = 0 if array.shape[0] < array.shape[1] and array.shape[0] <= 8 else 1
-        array = array.mean(axis=channel_axis)
+        array = array.mean(axis=channel_axis, dtype=np.float64)  # float64: huge float32 values may not overflow
     source_duration = len(array) / source_rate
-    array = array[: int(max_duration * source_rate)].astype(np.float32)
-    return _condition(array, source_rate, sample_rate, source_duration, min_duration, name)
+    array = array[: int(max_duration * source_rate)]
+    peak = float(np.max(np.abs(array)))
+    _check_content(len(array), source_rate, peak, min_duration, name)
+    mono = (array / peak if peak > 1.0 else array).astype(np.float32)
+    if source_rate != sample_rate:
+        mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
+    return Audio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, source_duration)
 
 
-def _read_mono(f: sf.SoundFile, max_frames: int) -> np.ndarray:
-    """Read up to ``max_frames`` frames block by block, averaging channels as it goes."""
-    blocks = []
-    remaining = max_frames
-    block = _BLOCK_SECONDS * f.samplerate
-    while remaining > 0:
-        data = f.read(min(block, remaining), dtype="float32", always_2d=True)
+def _read_mono(f: sf.SoundFile, max_frames: int, sample_rate: int, name: str) -> _Decoded:
+    """Read up to ``max_frames`` frames, averaging channels and resampling one block at a time.
+
+    Samples are scaled by :data:`_HEADROOM` before anything adds them up; the caller undoes it.
+    """
+    block_frames = max(1, _BLOCK_SAMPLES // f.channels)
+    resampler = None if f.samplerate == sample_rate else soxr.ResampleStream(f.samplerate, sample_rate, 1, quality="HQ")
+    blocks: list[np.ndarray] = []
+    frames, peak = 0, 0.0
+    while frames < max_frames:
+        data = f.read(min(block_frames, max_frames - frames), dtype="float32", always_2d=True)
         if len(data) == 0:
             break
-        blocks.append(data.mean(axis=1))
-        remaining -= len(data)
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        data *= np.float32(_HEADROOM)
+        mono = data[:, 0].copy() if f.channels == 1 else data.mean(axis=1)
+        if not np.all(np.isfinite(mono)):
+            raise AudioError(f"{name}: contains invalid (NaN or infinite) samples")
+        peak = max(peak, float(np.max(np.abs(mono))))
+        frames += len(data)
+        blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
+    if resampler is not None and frames > 0:
+        blocks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return _Decoded(samples, frames, peak)
 
 
-def _condition(
-    samples: np.ndarray, source_rate: int, sample_rate: int, source_duration: float, min_duration: float, name: str
-) -> Audio:
-    """Check a mono waveform is usable and resample it to ``sample_rate``."""
-    if len(samples) == 0:
+def _native_path(path: Path) -> str | bytes:
+    """``path`` as libsndfile should get it: its own bytes on POSIX, where a name need not be UTF-8.
+
+    soundfile encodes a ``str`` path strictly as UTF-8, which fails on a name like ``caf\xe9.wav``
+    written by a Latin-1 system (Python holds its undecodable byte as a surrogate).
+    """
+    return str(path) if sys.platform == "win32" else os.fsencode(path)
+
+
+def _check_sample_rate(rate: int, name: str) -> None:
+    """Refuse a sample rate no real recording has (see :data:`MIN_SAMPLE_RATE`)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: sample rate {rate:,} Hz is outside the range GenreWiz reads "
+            f"({MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz)"
+        )
+
+
+def _check_content(frames: int, source_rate: int, peak: float, min_duration: float, name: str) -> None:
+    """Refuse a decoded waveform with nothing to judge: no frames, too short, or silent."""
+    if frames == 0:
         raise AudioError(f"{name}: contains no audio frames")
-    if not np.all(np.isfinite(samples)):
-        raise AudioError(f"{name}: contains invalid (NaN or infinite) samples")
-    duration = len(samples) / source_rate
+    duration = frames / source_rate
     if duration < min_duration:
         raise AudioError(f"{name}: too short to judge ({duration:.2f} s; at least {min_duration:g} s needed)")
-    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+    if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: the audio is silent")
-    if source_rate != sample_rate:
-        samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ")
-    return Audio(np.ascontiguousarray(samples, dtype=np.float32), sample_rate, source_duration)
+
+
+def _decode_error(path: Path, err: Exception) -> AudioError:
+    """The user-facing reason libsndfile could not decode ``path`` (never the server-side path)."""
+    name, ext = path.name, path.suffix.lower()
+    if ext and ext not in SUPPORTED_EXTENSIONS:
+        supported = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
+        return AudioError(f"{name}: unsupported format '{ext}' (supported: {supported})")
+    reason = getattr(err, "error_string", None) or type(err).__name__
+    if _MISLEADING_OPEN_ERROR in reason:
+        # The file exists and is regular (checked above), and libmpg123's own reasons reach
+        # only stderr: what is true is that the decoder found no valid stream in it.
+        return AudioError(f"{name}: not a valid {ext.lstrip('.').upper() or 'audio'} file (corrupt, truncated or not audio)")
+    return AudioError(f"{name}: not a readable audio file (corrupt or unsupported: {reason})")
+
+
+class _StderrFilter:
+    """Keeps libmpg123's notes ("Illegal Audio-MPEG-Header ...") out of the terminal and server log.
+
+    The decoder writes them from C straight to file descriptor 2, so Python cannot intercept
+    them. While any thread decodes, descriptor 2 points at a temporary file; when the last one
+    is done, everything else written there meanwhile (other threads' log lines, real errors) is
+    passed on to the real stderr and only the decoder's own lines are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved_fd = -1
+        self._capture: BinaryIO | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._start()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._stop()
+
+    def _start(self) -> None:
+        try:
+            capture = tempfile.TemporaryFile()
+        except OSError:  # no room for it: better the decoder's chatter than no decoding
+            return
+        try:
+            self._saved_fd = os.dup(2)
+        except OSError:  # no stderr at all: nothing to protect
+            capture.close()
+            return
+        _flush_stderr()
+        os.dup2(capture.fileno(), 2)
+        self._capture = capture
+
+    def _stop(self) -> None:
+        if self._capture is None:
+            return
+        _flush_stderr()
+        os.dup2(self._saved_fd, 2)
+        os.close(self._saved_fd)
+        capture, self._capture, self._saved_fd = self._capture, None, -1
+        with capture:
+            capture.seek(0)
+            kept = b"".join(line for line in capture if not _DECODER_CHATTER.match(line))
+        with contextlib.suppress(OSError):
+            while kept:
+                kept = kept[os.write(2, kept) :]
+
+
+def _flush_stderr() -> None:
+    """Write out what Python has buffered for stderr before descriptor 2 changes target."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+
+
+_stderr_filter = _StderrFilter()
+
+
+def _quiet_decoder() -> contextlib.AbstractContextManager[None]:
+    """A context in which the C decoders' own stderr lines are dropped (thread-safe)."""
+    return _stderr_filter.active()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real (bundled) classifier and a corpus of inputs that must be refused."""
+"""Shared fixtures: a real (bundled) classifier, a corpus of inputs that must be refused with a
+clear error, and one of odd inputs that must still get a sane answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import soundfile as sf
 
 from genrewiz import GenreClassifier
 from genrewiz.hub import BUNDLED_DIR
-from synthetic import write_clip
+from synthetic import synth_clip, write_clip
 
 GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini"
 
@@ -43,8 +44,59 @@ def make_bad_inputs(root: Path) -> dict[str, Path]:
     bad["directory"] = root / "a_folder.wav"
     bad["directory"].mkdir(exist_ok=True)
     bad["missing"] = root / "does_not_exist.mp3"
+    bad["text_as_mp3"] = root / "lyrics.mp3"
+    bad["text_as_mp3"].write_bytes(b"Just some lyrics, saved with the wrong name.\n" * 40)
+    bad["html_as_mp3"] = root / "download.mp3"
+    bad["html_as_mp3"].write_bytes(b"<!DOCTYPE html><html><body><p>404 Not Found</p></body></html>\n" * 30)
+    bad["random_as_mp3"] = root / "noise.mp3"
+    bad["random_as_mp3"].write_bytes(np.random.default_rng(7).bytes(16_384))
+    bad["one_hertz"] = root / "one_hertz.wav"  # a header claiming 1 Hz: 5 samples would be "5 s of music"
+    sf.write(bad["one_hertz"], synth_clip("pad", 5.0, 1), 1)
+    bad["megahertz"] = root / "megahertz.wav"
+    sf.write(bad["megahertz"], synth_clip("pad", 0.1, 1_000_000), 1_000_000)
+    bad["nan_samples"] = root / "nan_samples.wav"
+    sf.write(bad["nan_samples"], np.where(np.arange(22_050 * 3) % 100 == 0, np.nan, 0.1).astype(np.float32), 22_050, subtype="FLOAT")
     good.unlink()
     return bad
+
+
+BAD_INPUT_ERRORS: dict[str, str] = {
+    "not_audio": "not a readable audio file",
+    "truncated": "not a readable audio file",
+    "empty": "the file is empty",
+    "zero_frames": "contains no audio frames",
+    "silent": "the audio is silent",
+    "too_short": "too short to judge",
+    "unsupported": "unsupported format '.m4a'",
+    "directory": "not a file",
+    "missing": "file not found",
+    "text_as_mp3": "not a valid MP3 file",
+    "html_as_mp3": "not a valid MP3 file",
+    "random_as_mp3": "not a valid MP3 file",
+    "one_hertz": "sample rate 1 Hz is outside the range GenreWiz reads",
+    "megahertz": "sample rate 1,000,000 Hz is outside the range GenreWiz reads",
+    "nan_samples": "contains invalid (NaN or infinite) samples",
+}
+"""What the error for each case of :func:`make_bad_inputs` says, wherever it is shown."""
+
+
+def make_odd_inputs(root: Path) -> dict[str, Path]:
+    """Files that look hostile but hold real music: each must get a sane, finite answer."""
+    root.mkdir(parents=True, exist_ok=True)
+    odd: dict[str, Path] = {}
+    pad = synth_clip("pad", 5.0)
+    odd["reference"] = root / "reference.wav"
+    sf.write(odd["reference"], pad / np.max(np.abs(pad)), 22_050, subtype="FLOAT")
+    odd["huge_samples"] = root / "huge_samples.wav"  # finite, but squaring them overflows float32
+    sf.write(odd["huge_samples"], pad * np.float32(1e30), 22_050, subtype="FLOAT")
+    odd["hot_float"] = root / "hot_float.wav"
+    sf.write(odd["hot_float"], pad * np.float32(8.0), 22_050, subtype="FLOAT")
+    odd["hires_multichannel"] = root / "hires_8ch.flac"
+    hires = synth_clip("pad", 3.0, 384_000)
+    sf.write(odd["hires_multichannel"], np.repeat(hires[:, None], 8, axis=1), 384_000)
+    odd["wav_named_mp3"] = root / "actually_a_wav.mp3"
+    sf.write(odd["wav_named_mp3"], pad, 22_050, format="WAV")
+    return odd
 
 
 @pytest.fixture()
