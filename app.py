@@ -16,9 +16,12 @@ Tests and benchmarks build the app around a classifier of their choice with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import re
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -50,8 +53,13 @@ CONCURRENCY_LIMIT = 2
 """Predictions run at once; more would only share the same CPU cores (a free Space has two)."""
 QUEUE_SIZE = 64
 """Requests waiting beyond that are refused with 'Queue is full' instead of piling up."""
-DELETE_CACHE = (3600, 3600)
-"""Uploads and rendered images older than an hour are removed every hour."""
+DELETE_CACHE = (60, 600)
+"""Every minute, uploads and spectrograms older than 10 minutes are deleted: a file lasts at
+most 11 minutes (long enough to play an upload back in the page), and all of them go when the
+server stops."""
+SPECTROGRAM_FOLDER = "genrewiz-spectrograms"
+"""Folder for the spectrogram PNGs inside Gradio's cache, which serves them in place and deletes
+them on the :data:`DELETE_CACHE` schedule and at shutdown like its own files."""
 
 _MB = 1024 * 1024
 _ERROR_TITLE = "Can't analyse this audio"
@@ -59,6 +67,7 @@ _SPECTROGRAM_SIZE = (10.0, 4.0)
 _TIMELINE_SIZE = (10.0, 2.8)
 _DPI = 100
 _MEL_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000)
+_ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
 def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
@@ -77,12 +86,15 @@ def classify_file(
     ``max_file_size`` (bytes) is checked here too, because the upload limit of ``launch()``
     does not cover every path a file can reach the handler by (cached examples, files already
     on the server).
+
+    The file name in a message is the user's: its ``<`` and ``>`` are escaped, since Gradio
+    shows messages as (sanitised) HTML.
     """
     if not path:
         raise gr.Error(
             "No audio yet: upload a file or record one with the microphone.", title=_ERROR_TITLE, print_exception=False
         )
-    name = Path(path).name
+    name = escape_html_tags(Path(path).name)
     if max_file_size is not None and os.path.isfile(path) and (size := os.path.getsize(path)) > max_file_size:
         raise gr.Error(
             f"{name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB).",
@@ -93,7 +105,27 @@ def classify_file(
         return classifier.predict(path)
     except AudioError as err:
         logger.info("Rejected input: %s", err)
-        raise gr.Error(str(err), title=_ERROR_TITLE, print_exception=False) from err
+        raise gr.Error(escape_html_tags(str(err)), title=_ERROR_TITLE, print_exception=False) from err
+
+
+def escape_html_tags(text: str) -> str:
+    """``text`` with ``<`` and ``>`` as entities, so that it cannot open an HTML tag.
+
+    ``&`` is kept: an entity in a file name renders as a character, harmlessly, while API
+    clients read the same message and should see "Simon & Garfunkel", not "&amp;".
+    """
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally in Markdown: no link, emphasis, heading, HTML, entity or math.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows it for all of
+    them) and control characters become spaces, so ``[x](javascript:alert(13)).wav`` stays a
+    file name.
+    """
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return _ASCII_PUNCTUATION.sub(r"\\\1", printable)
 
 
 def _minutes(seconds: float) -> str:
@@ -109,15 +141,17 @@ def analysed_span(prediction: Prediction) -> str:
     return f"{prediction.duration:.1f} s analysed"
 
 
-def write_png(pixels: np.ndarray, folder: Path, max_age: float = 300.0) -> str:
+def write_png(pixels: np.ndarray, folder: Path, max_age: float = DELETE_CACHE[1]) -> str:
     """Save ``pixels`` as a PNG file of its own in ``folder``; files older than ``max_age`` s go.
 
     Gradio writes a returned array to a content-hashed cache file in place, so two requests with
     the same spectrogram rewrite one file while it is being downloaded (truncated downloads at
-    20 concurrent requests). A returned file path is instead copied into the cache atomically.
+    20 concurrent requests); a file of its own is never rewritten. The age sweep removes what a
+    server that was killed, and so never cleaned up, left behind.
     """
+    folder.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - max_age
-    for old in folder.glob("*.png"):
+    for old in folder.glob("spectrogram-*.png"):
         try:
             if old.stat().st_mtime < cutoff:
                 old.unlink()
@@ -185,11 +219,11 @@ def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_
 
 
 def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -> str:
-    """A few lines on what was analysed and how, shown under the results."""
+    """A few lines on what was analysed and how, shown under the results; ``name`` is shown literally."""
     genre, confidence = prediction.top(1)[0]
     windows = len(prediction.window_starts)
     lines = [
-        f"**{name}**: {analysed_span(prediction)} in {windows} window{'s' if windows != 1 else ''} "
+        f"**{escape_markdown(name)}**: {analysed_span(prediction)} in {windows} window{'s' if windows != 1 else ''} "
         f"of {config.window_seconds:.1f} s; most likely **{genre}** ({confidence:.0%})."
     ]
     if prediction.truncated:
@@ -231,13 +265,13 @@ def build_demo(
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     note = model_note(classifier.source, classifier.source.metrics() if classifier.source else None)
 
-    png_folder = Path(tempfile.mkdtemp(prefix="genrewiz-spectrograms-"))
-
     def predict(audio: str | None) -> tuple[dict[str, float], str, tuple[str, Prediction]]:
         """Top-5 genres with confidences, and the mel-spectrogram the model saw (PNG)."""
         prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
         name = Path(audio).name
-        image = write_png(spectrogram_image(prediction.mel, config, f"{name} · {analysed_span(prediction)}"), png_folder)
+        title = f"{name} · {analysed_span(prediction)}".replace("$", r"\$")  # a literal $, never mathtext
+        folder = Path(spectrogram.GRADIO_CACHE) / SPECTROGRAM_FOLDER
+        image = write_png(spectrogram_image(prediction.mel, config, title), folder)
         # The session keeps this for the UI-only follow-up, which needs the probabilities, not the
         # (up to 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
         light = dataclasses.replace(prediction, mel=prediction.mel[:0].copy())
@@ -266,7 +300,7 @@ def build_demo(
             label="Mel spectrogram", format="png", interactive=False, elem_id="spectrogram", render=False
         )
         timeline = gr.Plot(label="Genre timeline", format="png", visible=False, elem_id="timeline", render=False)
-        details = gr.Markdown(elem_id="details", render=False)
+        details = gr.Markdown(elem_id="details", render=False, latex_delimiters=[])
         state = gr.State()
         with gr.Row():
             with gr.Column(scale=2):
@@ -323,7 +357,16 @@ def main() -> None:
     # The example cache is keyed by component, not by model: recompute it at each start so that
     # new weights never show old results (a Space starts from a clean folder anyway).
     os.environ.setdefault("GRADIO_RESET_EXAMPLES_CACHE", "True")
-    launch(build_demo(GenreClassifier.from_pretrained()))
+    # SIGTERM (`kill`, a container stopping) ends the server as Ctrl-C does, through Gradio's
+    # shutdown, which deletes the uploads and spectrograms it still holds; `finally` covers a
+    # stop that comes while the examples are still being cached at start-up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    demo = build_demo(GenreClassifier.from_pretrained())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a stop during start-up is a normal stop too
+            launch(demo)
+    finally:
+        demo.close()
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ def make_odd_inputs(root: Path) -> dict[str, Path]:
     odd["hot_float"] = root / "hot_float.wav"
     sf.write(odd["hot_float"], pad * np.float32(8.0), 22_050, subtype="FLOAT")
     odd["hires_multichannel"] = root / "hires_8ch.flac"
-    hires = synth_clip("pad", 3.0, 384_000)
-    sf.write(odd["hires_multichannel"], np.repeat(hires[:, None], 8, axis=1), 384_000)
+    hires = np.zeros((384_000 * 3, 8), dtype=np.float32)
+    hires[:, 0] = synth_clip("pad", 3.0, 384_000)  # one voice in eight channels: a small file
+    sf.write(odd["hires_multichannel"], hires, 384_000)
     odd["wav_named_mp3"] = root / "actually_a_wav.mp3"
     sf.write(odd["wav_named_mp3"], pad, 22_050, format="WAV")
     return odd

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from conftest import BAD_INPUT_ERRORS, make_bad_inputs, make_odd_inputs
 from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import STYLES, write_clip
@@ -197,7 +201,7 @@ def test_examples_respond_from_the_launch_cache(client, clips, classifier, predi
         label, image, timeline, details = client.predict(index, api_name="/load_example")
         assert [c["label"] for c in label["confidences"]] == [g for g, _ in predictions[clip].top(5)]
         assert Path(image).is_file()
-        assert Path(clip).name in details
+        assert app.escape_markdown(Path(clip).name) in details
         # Long examples come with their genre timeline; 30 s clips (one window) hide it.
         assert timeline["visible"] is app.has_timeline(predictions[clip], classifier.config)
         assert (timeline["value"] is not None) is timeline["visible"]
@@ -208,6 +212,59 @@ def test_page_names_the_loaded_weights(served):
     config = httpx.get(f"{served[1]}config", timeout=30).json()
     notes = [c["props"].get("value", "") for c in config["components"] if c.get("props", {}).get("elem_id") == "model-note"]
     assert notes and notes[0].startswith("Model: local checkpoint") and str(BUNDLED_DIR) in notes[0]
+
+
+def test_hostile_corpus_gets_clear_errors_or_sane_answers(client, tmp_path):
+    bad = make_bad_inputs(tmp_path / "bad")
+    for case in sorted(set(BAD_INPUT_ERRORS) - {"directory", "missing"}):  # only files can be uploaded
+        with pytest.raises(AppError) as raised:
+            client.predict(handle_file(str(bad[case])), api_name="/predict")
+        message = str(raised.value)
+        assert bad[case].name in message and BAD_INPUT_ERRORS[case] in message, message
+    odd = make_odd_inputs(tmp_path / "odd")
+    for case in ("huge_samples", "hot_float", "hires_multichannel", "wav_named_mp3"):
+        label, image = client.predict(handle_file(str(odd[case])), api_name="/predict")
+        assert_top5(label)  # finite probabilities, never null confidences
+        assert Path(image).is_file()
+
+
+@contextlib.contextmanager
+def app_with_own_temp_dir(classifier, tmp_path: Path, delete_cache: tuple[int, int]) -> Iterator[tuple[str, Path]]:
+    """A served app (no examples) whose Gradio cache is a folder of this test's own."""
+    temp_dir = tmp_path / "gradio-temp"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(temp_dir))
+        patch.setattr(app, "DELETE_CACHE", delete_cache)
+        with running_app(classifier, [], tmp_path / "examples-cache") as (_, url, _):
+            yield url, temp_dir
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_requests_leave_nothing_behind_once_the_server_stops(classifier, short_clip, tmp_path):
+    system_temp = set(Path(tempfile.gettempdir()).iterdir())
+    with app_with_own_temp_dir(classifier, tmp_path, app.DELETE_CACHE) as (url, temp_dir):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        for _ in range(3):
+            assert_top5(client.predict(handle_file(short_clip), api_name="/predict")[0])
+        pngs = list((temp_dir / app.SPECTROGRAM_FOLDER).glob("spectrogram-*.png"))
+        assert len(pngs) == 3  # served in place from Gradio's cache, not copied there
+        assert len(files_under(temp_dir)) == 4  # and the upload (identical content, stored once)
+    assert files_under(temp_dir) == []
+    assert not [p for p in set(Path(tempfile.gettempdir()).iterdir()) - system_temp if "genrewiz" in p.name]
+
+
+def test_uploads_and_spectrograms_expire_while_the_server_runs(classifier, short_clip, tmp_path):
+    with app_with_own_temp_dir(classifier, tmp_path, (1, 1)) as (url, temp_dir):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        assert_top5(client.predict(handle_file(short_clip), api_name="/predict")[0])
+        deadline = time.monotonic() + 60
+        while files_under(temp_dir):
+            assert time.monotonic() < deadline, files_under(temp_dir)
+            time.sleep(0.2)
+        assert_top5(client.predict(handle_file(short_clip), api_name="/predict")[0])  # still serving
 
 
 # --- the pieces of the page ---------------------------------------------------------------------
@@ -280,6 +337,7 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
         "GENREWIZ_MODEL": str(checkpoint),
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_EXAMPLES_CACHE": str(tmp_path / "cache"),
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio-temp"),
         "HF_HUB_OFFLINE": "1",
     }
     log = open(tmp_path / "app.log", "wb")
@@ -303,6 +361,8 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
         process.terminate()
         process.wait(timeout=30)
         log.close()
+    # SIGTERM ends the server through Gradio's shutdown, which deletes the spectrograms it served.
+    assert not [p for p in files_under(tmp_path / "gradio-temp") if p.suffix == ".png"]
 
 
 def test_write_png_gives_each_request_its_own_file_and_cleans_up(tmp_path):
@@ -313,3 +373,31 @@ def test_write_png_gives_each_request_its_own_file_and_cleans_up(tmp_path):
     os.utime(first, (0, 0))
     third = app.write_png(pixels, tmp_path)
     assert not Path(first).exists() and Path(second).exists() and Path(third).exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "[x](javascript:alert(13)).wav",
+        "<img src=x onerror=alert(1)>.wav",
+        "**bold** _it_ `code` ~~gone~~ # h.mp3",
+        "$$x^2$$ &amp; www.example.com.ogg",
+        "line\nbreak\u202e.flac",
+    ],
+)
+def test_file_names_are_shown_literally_in_the_details(classifier, tmp_path, name):
+    markdown_it = pytest.importorskip("markdown_it")
+    prediction = classifier.predict(write_clip(tmp_path / "clip.wav", "pad", 3))
+    details = app.details_markdown(name, prediction, classifier.config)
+    first = markdown_it.MarkdownIt("commonmark").render(details.split("\n\n")[0])
+    assert "<a" not in first and "<img" not in first and "<em" not in first and "<code" not in first
+    shown = re.search(r"<strong>(.*?)</strong>", first, re.S).group(1)
+    assert html.unescape(shown) == name.replace("\n", " ").replace("\u202e", " ")
+
+
+def test_error_messages_cannot_carry_html(classifier, tmp_path):
+    path = tmp_path / "<img src=x onerror=alert(1)> & co.wav"
+    path.write_bytes(b"not audio at all")
+    with pytest.raises(gr.Error) as raised:
+        app.classify_file(classifier, path)
+    assert "&lt;img src=x onerror=alert(1)&gt; & co.wav: not a readable audio file" in str(raised.value)
