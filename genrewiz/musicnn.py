@@ -117,7 +117,7 @@ class MusiCNN(nn.Module):
 
 
 class MusicnnBranch(nn.Module):
-    """The PCRNN's CNN branch: musicnn embeddings of a window's 3-s patches, mean- and max-pooled.
+    """The PCRNN's CNN branch: musicnn embeddings of a window's 3-s patches, mean- and max-pooled, standardised.
 
     ``frozen`` (the default) keeps the pretrained trunk fixed, in eval mode and without
     gradients, so its patch embeddings can be computed once per clip and cached for training.
@@ -134,6 +134,7 @@ class MusicnnBranch(nn.Module):
         self.trunk = MusiCNN(features.n_mels)
         self.patches = features.window_frames // PATCH_FRAMES
         self.out_features = 2 * EMBEDDING_SIZE
+        self.norm = nn.BatchNorm1d(self.out_features)
         self.frozen = frozen
         if frozen:
             self.trunk.requires_grad_(False)
@@ -165,10 +166,13 @@ class MusicnnBranch(nn.Module):
         patches = x[:, 0, : self.patches * PATCH_FRAMES].reshape(batch * self.patches, PATCH_FRAMES, x.shape[-1])
         return self.trunk.embed(patches).view(batch, self.patches, EMBEDDING_SIZE)
 
-    @staticmethod
-    def pool(embeddings: torch.Tensor) -> torch.Tensor:
-        """``(batch, patches, 200)`` -> ``(batch, 400)``: mean and max over the window's patches."""
-        return torch.cat([embeddings.mean(dim=1), embeddings.amax(dim=1)], dim=1)
+    def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(batch, patches, 200)`` -> ``(batch, 400)``: mean and max over the window's patches, standardised.
+
+        The batch norm (trained with the head, not part of the frozen trunk) puts mean- and
+        max-pooled features on one scale, so weight decay on the linear layer treats them alike.
+        """
+        return self.norm(torch.cat([embeddings.mean(dim=1), embeddings.amax(dim=1)], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.patch_embeddings(x))

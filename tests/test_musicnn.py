@@ -48,7 +48,7 @@ def test_branch_pools_patch_embeddings_of_a_window(trunk):
         first_patch = trunk.embed(window[:, 0, :PATCH_FRAMES])
     assert embeddings.shape == (1, 10, 200) and pooled.shape == (1, branch.out_features) == (1, 400)
     torch.testing.assert_close(embeddings[:, 0], first_patch)
-    torch.testing.assert_close(pooled, torch.cat([embeddings.mean(1), embeddings.amax(1)], dim=1))
+    torch.testing.assert_close(pooled, branch.norm(torch.cat([embeddings.mean(1), embeddings.amax(1)], dim=1)))
 
 
 def test_frozen_branch_stays_fixed_while_the_head_trains():
@@ -56,7 +56,8 @@ def test_frozen_branch_stays_fixed_while_the_head_trains():
     assert not model.cnn.trunk.training, "a fresh frozen branch must already use its stored statistics"
     model.train()
     assert not model.cnn.trunk.training and model.gru.training
-    assert not any(p.requires_grad for p in model.cnn.parameters())
+    assert not any(p.requires_grad for p in model.cnn.trunk.parameters())
+    assert all(p.requires_grad for p in model.cnn.norm.parameters()) and model.cnn.norm.training
     model.cnn.unfreeze()
     model.train()
     assert model.cnn.trunk.training and all(p.requires_grad for p in model.cnn.parameters())

@@ -1,6 +1,6 @@
 """The model card (``README.md`` in Hub conventions) and the finished checkpoint folder.
 
-    python -m train.card --model runs/mini-all --evaluation runs/mini-cv --out genrewiz/weights
+    python -m train.card --model runs/final --evaluation runs/filtered --also runs/mini-cv --out runs/bundle
 
 Copies the weights, ``config.json`` and ``history.json`` of ``--model`` and the evaluation
 artifacts of ``--evaluation`` (``metrics.json``, plots, report) into ``--out``, then writes a
@@ -21,6 +21,15 @@ from genrewiz.model import PCRNN
 EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt")
 MODEL_FILES = ("config.json", "model.safetensors", "history.json")
 
+CREDITS = """\
+The CNN branch of a `cnn_branch: musicnn` checkpoint is **musicnn**'s `MSD_musicnn` tagger: J. Pons and
+X. Serra, "musicnn: Pre-trained convolutional neural networks for music audio tagging", ISMIR 2019 LBD
+(Music Technology Group, Universitat Pompeu Fabra; ISC licence), trained on the **Million Song Dataset**
+(Bertin-Mahieux et al., ISMIR 2011). Its weights come from the `musicnn==0.1.0` wheel on PyPI, converted to
+safetensors by GenreWiz's `train/convert_musicnn.py` (outputs match TensorFlow's within 2e-5). GTZAN:
+G. Tzanetakis and P. Cook, "Musical genre classification of audio signals", IEEE TSAP 2002.
+"""
+
 LIMITS = """\
 - **GTZAN's known faults.** Sturm (2013, "The GTZAN dataset: its contents, its faults, their effects on
   evaluation") found exact and near repetitions, mislabelled clips, distorted recordings and many clips per
@@ -30,9 +39,46 @@ LIMITS = """\
 - **10 Western genres only** (blues, classical, country, disco, hiphop, jazz, metal, pop, reggae, rock), taken
   from recordings of around 2000. Any other music is forced into one of these ten; treat the output as
   "which of these ten does it sound closest to", not as a genre label for arbitrary music.
-- **Small training set, small model.** An ~86k-parameter model trained from scratch on GTZAN alone; expect
-  errors on production styles, recording quality and eras GTZAN does not cover.
+- **Small training set.** The genre layers saw a few hundred GTZAN clips at most; expect errors on production
+  styles, recording quality and eras GTZAN does not cover. A pretrained branch knows more music (a million
+  songs of tags) but the genre decision on top of it is still GTZAN's.
 """
+
+
+def architecture_text(model: PCRNN) -> str:
+    """One paragraph on the checkpoint's architecture and input, for either CNN branch."""
+    f = model.features
+    params = sum(p.numel() for p in model.parameters())
+    if model.cnn_branch == "musicnn":
+        branch = (f"its CNN branch is musicnn's `MSD_musicnn` trunk (pretrained on the Million Song Dataset, kept "
+                  "frozen) over the window's 3-second patches, their 200-unit embeddings mean- and max-pooled into "
+                  "400 features")
+        scale = "musicnn's `log10(1 + 10000 * power)` compression"
+    else:
+        branch = "its CNN branch is five Conv2d/MaxPool blocks trained from scratch (256 features)"
+        scale = "dB relative to the clip's peak"
+    return (
+        f"A parallel CNN-RNN (PCRNN, {params:,} parameters): {branch}; a bidirectional GRU reads the same log-mel "
+        "window; the two are concatenated into one linear layer. The input is a window of "
+        f"{f.window_frames} frames x {f.n_mels} mel bands ({f.window_seconds:.1f} s at {f.sample_rate} Hz, hop "
+        f"{f.hop_length}, {scale}); a song is cut into windows every {f.window_hop_frames} frames and the window "
+        "probabilities are averaged. `config.json` carries the labels, the branch and the exact feature settings."
+    )
+
+
+def eval_results(metrics: dict) -> list[EvalResult]:
+    """``model-index`` entries that carry the protocol (split, clip count, what was unseen), not a bare number."""
+    kfold = metrics.get("split") == "kfold"
+    config = f"{metrics.get('folds')}-fold CV" if kfold else "artist-filtered" if "filtered" in str(metrics.get("split")) else "random"
+    split = "kfold" if kfold else str(metrics.get("split", "?")).split("/")[-1]
+    where = f"{metrics.get('protocol', '?')}; {metrics.get('n_clips', '?')} clips"
+    return [
+        EvalResult(task_type="audio-classification", dataset_type="gtzan", dataset_name="GTZAN", dataset_config=config,
+                   dataset_split=split, metric_type=key, metric_name=f"{name} ({where})",
+                   metric_value=round(metrics[key], 4))
+        for key, name in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
+        if isinstance(metrics.get(key), float)
+    ]
 
 
 def _fmt(value: float | None, std: float | None = None, pct: bool = True) -> str:
@@ -55,25 +101,19 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
     history_file = model_dir / "history.json"
     history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else {}
     model = PCRNN.from_pretrained(model_dir)
-    params = sum(p.numel() for p in model.parameters())
-    f = model.features
     kfold = metrics.get("split") == "kfold"
-    split_name = f"{metrics.get('folds')}-fold cross-validation" if kfold else metrics.get("split", "?")
+    pretrained = model.cnn_branch == "musicnn"
     data = ModelCardData(
         library_name="genrewiz",
         license="mit",
         pipeline_tag="audio-classification",
-        tags=["audio-classification", "music-genre-classification", "gtzan", "pytorch", "pcrnn"],
+        tags=["audio-classification", "music-genre-classification", "gtzan", "pytorch", "pcrnn"]
+        + (["musicnn", "million-song-dataset"] if pretrained else []),
         datasets=["gtzan"],
         metrics=["accuracy", "f1"],
         model_name="GenreWiz PCRNN (GTZAN)",
-        eval_results=[
-            EvalResult(task_type="audio-classification", dataset_type="gtzan", dataset_name="GTZAN",
-                       dataset_split=split_name, metric_type="accuracy", metric_value=round(metrics["accuracy"], 4)),
-            EvalResult(task_type="audio-classification", dataset_type="gtzan", dataset_name="GTZAN",
-                       dataset_split=split_name, metric_type="f1", metric_name="macro-F1",
-                       metric_value=round(metrics["macro_f1"], 4)),
-        ],
+        eval_results=eval_results(metrics)
+        + [r for other in metrics.get("other_evaluations", []) for r in eval_results(other)],
     )
     recipe = history.get("recipe") or metrics.get("recipe") or {}
     recipe_rows = "\n".join(f"| `{k}` | {v} |" for k, v in recipe.items())
@@ -83,11 +123,7 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
     lines = [
         "# GenreWiz PCRNN: 10-genre music classifier trained on GTZAN",
         "",
-        f"A parallel CNN-RNN ({params:,} parameters) over log-mel spectrograms: five Conv2d/MaxPool blocks and a "
-        "bidirectional GRU read the same window, their features are concatenated into one linear layer. The input "
-        f"is a window of {f.window_frames} frames x {f.n_mels} mel bands ({f.window_seconds:.1f} s at {f.sample_rate} Hz, "
-        f"hop {f.hop_length}); a song is cut into windows every {f.window_hop_frames} frames and the window "
-        "probabilities are averaged. `config.json` carries the labels and the exact feature settings.",
+        architecture_text(model),
         "",
         "```python",
         "from genrewiz import GenreClassifier",
@@ -101,9 +137,12 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
         *([f"Data: {about_data}", ""] if about_data else []),
         f"Trained on **{n_train} clips** ({history.get('split', '?')}) in {_fmt_time(train_time)} on "
         f"{history.get('device', '?')}, {len(history.get('epochs', []))} epochs. Spectrograms come from "
-        "`genrewiz.predict.analyse`, the same code the app runs. Optimiser RMSprop with cross-entropy on "
-        "random 640-frame crops of circularly shifted songs, SpecAugment-style time/frequency masking and mixup; "
-        "learning rate warmed up, then cosine-decayed.",
+        "`genrewiz.predict.analyse`, the same code the app runs. Optimiser RMSprop with class-balanced "
+        "cross-entropy, SpecAugment-style time/frequency masking and mixup; learning rate warmed up, then "
+        "cosine-decayed. "
+        + ("The frozen musicnn branch's outputs for a few fixed circular shifts of each clip were computed once "
+           "and cached; only the GRU branch and the linear layer were trained."
+           if pretrained else "Random crops of circularly shifted songs."),
         "",
         "| setting | value |",
         "|---|---|",
@@ -116,8 +155,16 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
         "| metric | value |",
         "|---|---|",
         f"| clip accuracy | {_fmt(metrics['accuracy'], metrics.get('accuracy_std'))} |",
+        f"| balanced accuracy | {_fmt(metrics.get('balanced_accuracy'))} |",
         f"| macro-F1 | {_fmt(metrics['macro_f1'], metrics.get('macro_f1_std'), pct=False)} |",
     ]
+    for other in metrics.get("other_evaluations", []):
+        lines += [
+            "",
+            f"Also, {other.get('protocol', '?')} ({other.get('n_clips', '?')} clips): accuracy "
+            f"{_fmt(other.get('accuracy'), other.get('accuracy_std'))}, balanced accuracy "
+            f"{_fmt(other.get('balanced_accuracy'))}, macro-F1 {_fmt(other.get('macro_f1'), pct=False)}.",
+        ]
     if kfold:
         lines += [
             f"| pooled accuracy (all held-out predictions) | {_fmt(metrics.get('pooled_accuracy'))} |",
@@ -148,6 +195,7 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
         "## Limitations",
         "",
         LIMITS,
+        *(["## Credits", "", CREDITS] if pretrained else []),
         "## Reproduce",
         "",
         "From a GenreWiz checkout (commit " + f"`{(metrics.get('git_commit') or '?')[:10]}`):",
@@ -173,8 +221,13 @@ def finish_checkpoint(
     out_dir: Path | None = None,
     about_data: str | None = None,
     reproduce: str | None = None,
+    also: list[Path] | None = None,
 ) -> Path:
-    """Gather weights and evaluation artifacts into ``out_dir`` and write its ``README.md`` card."""
+    """Gather weights and evaluation artifacts into ``out_dir`` and write its ``README.md`` card.
+
+    ``also`` are further evaluation folders (e.g. a k-fold CV on another set) whose headline
+    numbers join ``metrics.json`` as ``other_evaluations`` and the card.
+    """
     out_dir = out_dir or model_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [(model_dir, MODEL_FILES)] + ([(evaluation_dir, EVALUATION_FILES)] if evaluation_dir else [])
@@ -185,12 +238,17 @@ def finish_checkpoint(
     metrics_file, history_file = out_dir / "metrics.json", out_dir / "history.json"
     if not metrics_file.is_file():
         raise FileNotFoundError(f"no metrics.json in {out_dir}: run python -m train.evaluate first, or pass --evaluation")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     if evaluation_dir and history_file.is_file():
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
         history = json.loads(history_file.read_text(encoding="utf-8"))
         metrics["shipped_model"] = {k: history.get(k) for k in ("split", "n_train", "training_time_s", "device", "command")}
         metrics["shipped_model"]["epochs"] = len(history.get("epochs", []))
-        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if also:
+        keys = ("protocol", "split", "folds", "n_clips", "accuracy", "accuracy_std", "balanced_accuracy", "macro_f1",
+                "macro_f1_std", "pooled_accuracy", "per_fold", "seconds_per_fold")
+        others = [json.loads((folder / "metrics.json").read_text(encoding="utf-8")) for folder in also]
+        metrics["other_evaluations"] = [{k: other[k] for k in keys if k in other} for other in others]
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out_dir / "README.md").write_text(card_text(out_dir, about_data, reproduce), encoding="utf-8")
     return out_dir
 
@@ -202,8 +260,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, help="finished checkpoint folder (default: --model)")
     parser.add_argument("--about-data", help="one sentence on the audio trained and scored on, for the card")
     parser.add_argument("--reproduce", help="the command that rebuilds this checkpoint, for the card")
+    parser.add_argument("--also", type=Path, action="append", metavar="DIR",
+                        help="another evaluation folder (metrics.json) to report beside the main one; repeatable")
     args = parser.parse_args(argv)
-    out = finish_checkpoint(args.model, args.evaluation, args.out, args.about_data, args.reproduce)
+    out = finish_checkpoint(args.model, args.evaluation, args.out, args.about_data, args.reproduce, args.also)
     print(f"wrote {out / 'README.md'}")
     return out
 

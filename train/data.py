@@ -153,7 +153,8 @@ def filtered_subset(
             "only the listed clips that are present, or --split kfold for a small set."
         )
     if missing:
-        logger.warning("%s: %d of %d listed clips are missing and left out: %s", path.name, len(missing), len(keys), missing)
+        logger.warning("%s: %d of %d listed clips are missing and left out (e.g. %s; all in history.json)",
+                       path.name, len(missing), len(keys), ", ".join(missing[:3]))
     return [by_key[k] for k in keys if k in by_key], missing
 
 
@@ -164,6 +165,20 @@ def filtered_split(clips: list[Clip], split_dir: str | os.PathLike[str], allow_m
     if not train or not valid:
         raise SplitError("the artist-filtered split has no clips present in the data for train or valid")
     return Split("artist-filtered", train, valid, missing_train + missing_valid)
+
+
+def filtered_trainval(clips: list[Clip], split_dir: str | os.PathLike[str], allow_missing: bool = False) -> Split:
+    """The artist-filtered train and valid lists together, to train the final model once a recipe is chosen."""
+    chosen = filtered_split(clips, split_dir, allow_missing)
+    return Split("artist-filtered train + valid", _sorted(chosen.train + chosen.valid), [], chosen.missing)
+
+
+def exclude_listed(clips: list[Clip], list_file: str | os.PathLike[str]) -> list[Clip]:
+    """``clips`` without those a split list names (e.g. the artist-filtered test list, which is never trained on)."""
+    banned = set(read_split_list(list_file))
+    kept = [c for c in clips if c.key not in banned]
+    logger.info("left out %d clips listed in %s", len(clips) - len(kept), Path(list_file).name)
+    return kept
 
 
 def feature_cache_dir(config: FeatureConfig, root: str | os.PathLike[str] | None = None) -> Path:
@@ -222,12 +237,12 @@ def load_branch_features(
 
     With ``shifts``, one training view per shift (:func:`train.augment.view`); without, the
     windows the predictor cuts (:func:`genrewiz.features.make_windows`), for validation. Cached
-    under a key of the feature settings, the branch, its weights and the views.
+    under a key of the feature settings, the branch, its frozen trunk's weights and the views.
     """
     config = model.features
     digest = hashlib.sha256(json.dumps({"features": config.to_dict(), "branch": model.cnn_branch,
                                         "views": shifts}, sort_keys=True).encode())
-    for tensor in model.cnn.state_dict().values():
+    for tensor in model.cnn.trunk.state_dict().values():
         digest.update(tensor.cpu().numpy().tobytes())
     cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"branch-{digest.hexdigest()[:16]}"
     cache.mkdir(parents=True, exist_ok=True)

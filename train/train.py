@@ -344,9 +344,12 @@ def cross_validate(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="GTZAN folder (genres/ or genres_original/ layout)")
-    parser.add_argument("--split", required=True, choices=("random", "filtered", "kfold", "all"),
-                        help="filtered: artist-filtered train/valid lists (select by valid); random: stratified "
-                             "--valid-fraction hold-out; kfold: --folds-fold CV of a fixed recipe; all: train on every clip")
+    parser.add_argument("--split", required=True, choices=("random", "filtered", "trainval", "kfold", "all"),
+                        help="filtered: artist-filtered train/valid lists (select by valid); trainval: both lists "
+                             "trained on, no selection (the final model); random: stratified --valid-fraction "
+                             "hold-out; kfold: --folds-fold CV of a fixed recipe; all: train on every clip")
+    parser.add_argument("--exclude", type=Path, metavar="LIST",
+                        help="leave out the clips a split list names, e.g. test_filtered.txt (never train on test clips)")
     parser.add_argument("--cnn-branch", choices=CNN_BRANCHES, default="musicnn",
                         help="musicnn: pretrained on the Million Song Dataset, frozen unless --finetune; "
                              "scratch: the original PCRNN's CNN (default musicnn)")
@@ -375,8 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             choices = ("cosine", "constant") if f.name == "schedule" else None
             parser.add_argument(flag, type=kind, default=default, choices=choices, help=f"(default {default})")
     args = parser.parse_args(argv)
-    if args.split == "filtered" and args.split_dir is None:
-        parser.error("--split filtered needs --split-dir (the folder of *_filtered.txt lists)")
+    if args.split in ("filtered", "trainval") and args.split_dir is None:
+        parser.error(f"--split {args.split} needs --split-dir (the folder of *_filtered.txt lists)")
     return args
 
 
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     clips = data.scan_gtzan(args.data)
     labels = data.labels_of(clips)
+    if args.exclude:
+        clips = data.exclude_listed(clips, args.exclude)
     logger.info("%d clips in %d genres under %s; device %s", len(clips), len(labels), args.data, pick_device())
     if args.split == "kfold":
         splits = data.kfold_splits(clips, args.folds, recipe.seed)
@@ -399,6 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
         splits = [data.random_split(clips, args.valid_fraction, recipe.seed)]
     elif args.split == "filtered":
         splits = [data.filtered_split(clips, args.split_dir, args.allow_missing)]
+    elif args.split == "trainval":
+        splits = [data.filtered_trainval(clips, args.split_dir, args.allow_missing)]
     else:
         splits = [data.Split("all clips", clips)]
     needed = {c.path: c for s in splits for c in s.train + s.valid}
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
     else:
-        _, result = train_split(splits[0], mels, setup, recipe, args.out, select_best=args.split != "all")
+        _, result = train_split(splits[0], mels, setup, recipe, args.out, select_best=bool(splits[0].valid))
         best = result.get("best_valid_accuracy")
         summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})" if best is not None else "no validation"
     result.update(data=str(args.data), skipped=skipped_info, total_time_s=time.perf_counter() - started,
