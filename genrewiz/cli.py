@@ -1,4 +1,4 @@
-"""``genrewiz predict``: tag files or whole music folders from the command line.
+"""``genrewiz predict`` and ``genrewiz tag``: classify files or whole music folders from the command line.
 
 Files are decoded (the slow part) in worker processes while one model, loaded once in the
 main process, classifies them. A file that cannot be read becomes an error row; the run goes
@@ -8,6 +8,12 @@ Rows are written and flushed as they come. SIGINT and SIGTERM stop the run the s
 workers are killed, the rows so far stay written (a JSON array is closed), and the exit status
 is 128 + the signal. Workers also die with the main process however it ends (Linux
 ``PR_SET_PDEATHSIG``), so none is ever left behind.
+
+``genrewiz tag`` runs the same predictions and writes each file's top genre into its own tags
+(:mod:`genrewiz.tags`). Every JSON row carries the file's size and mtime, so ``--resume`` can
+skip the files a killed ``--format jsonl`` run already wrote; a summary (files, failures,
+genres, files/s) ends the run on stderr. ``predict --ray`` hands the work to Ray Data instead
+(:mod:`genrewiz.distributed`). Both modules are imported only when used.
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import textwrap
+import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -38,10 +47,15 @@ from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, Prediction, analyse
 
+if TYPE_CHECKING:
+    from .tags import TagResult
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 """What a shell reports for a Unix tool whose reader went away (``genrewiz ... | head -1``)."""
 FORMATS = ("table", "json", "jsonl", "csv")
+RAY_FORMATS = ("parquet", "jsonl")
+"""What ``predict --ray`` writes: a folder of files, one per block of results."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -70,6 +84,9 @@ class Row:
     top: list[tuple[str, float]]
     duration: float | None = None
     error: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    tag: TagResult | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,6 +99,9 @@ class Row:
             "duration_s": None if self.duration is None else round(self.duration, 2),
             "top": [{"label": label, "score": round(score, 4)} for label, score in self.top],
             "error": self.error,
+            "size": self.size,
+            "mtime": self.mtime,
+            **({} if self.tag is None else {"tag": self.tag.to_json()}),
         }
 
 
@@ -191,13 +211,14 @@ def _predict_files(
         bar.close()
 
 
-def write_rows(rows: Iterable[Row], out: TextIO, fmt: str, top: int) -> int:
+def write_rows(rows: Iterable[Row], out: TextIO, fmt: str, top: int, tags: bool = False) -> int:
     """Write rows as they arrive, each flushed at once, and return how many failed.
 
     Each row goes out in one write, so an interruption never leaves half of one. ``json`` is a
     single array (the layout of ``json.dump(indent=2)``) whose closing bracket is written even
     when the run is interrupted, so finished results are never lost; ``jsonl`` is one object
-    per line, readable while the run goes on.
+    per line, readable while the run goes on. ``tags`` adds what ``genrewiz tag`` did to each
+    file (a CSV column, words after the genres in the table; JSON rows carry it when set).
 
     Raises:
         OutputError: writing to ``out`` failed.
@@ -206,13 +227,13 @@ def write_rows(rows: Iterable[Row], out: TextIO, fmt: str, top: int) -> int:
     failures = written = 0
     if fmt == "csv":
         ranks = [f"{kind}_{i}" for i in range(1, top + 1) for kind in ("genre", "score")]
-        emit(_csv_line(["path", "status", *ranks, "duration_s", "error"]))
+        emit(_csv_line(["path", "status", *ranks, "duration_s", "error", *(["tag"] if tags else [])]))
     elif fmt == "json":
         emit("[")
     try:
         for row in rows:
             failures += not row.ok
-            emit(_format_row(row, fmt, top, first=written == 0))
+            emit(_format_row(row, fmt, top, first=written == 0, tags=tags))
             written += 1
     finally:
         if fmt == "json":
@@ -233,7 +254,7 @@ def _emitter(out: TextIO) -> Callable[[str], None]:
     return emit
 
 
-def _format_row(row: Row, fmt: str, top: int, first: bool) -> str:
+def _format_row(row: Row, fmt: str, top: int, first: bool, tags: bool = False) -> str:
     """One row as ``fmt`` writes it, separators and line end included."""
     if fmt == "json":
         return ("\n" if first else ",\n") + textwrap.indent(json.dumps(row.to_json(), indent=2), "  ")
@@ -243,8 +264,11 @@ def _format_row(row: Row, fmt: str, top: int, first: bool) -> str:
         cells = [cell for label, score in row.top for cell in (label, f"{score:.4f}")]
         cells += [""] * (2 * top - len(cells))
         duration = "" if row.duration is None else f"{row.duration:.2f}"
-        return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or ""])
+        tag = [row.tag.describe() if row.tag else ""] if tags else []
+        return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or "", *tag])
     verdict = "  ".join(f"{label} {score:.0%}" for label, score in row.top) if row.ok else f"ERROR: {_printable(row.error or '')}"
+    if row.tag:
+        verdict += f"  -> {_printable(row.tag.describe())}"
     return f"{_printable(row.path)}\t{verdict}\n"
 
 
@@ -271,44 +295,112 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genrewiz {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify audio files or folders (recursive)")
-    predict.add_argument("paths", nargs="+", help="audio files and/or folders")
-    predict.add_argument("--top", type=int, default=3, help="how many genres to report per file (default 3)")
+    predict.add_argument("paths", nargs="*", help="audio files and/or folders (with --ray also URIs: s3://..., gs://...)")
+    _add_run_options(predict, formats=(*FORMATS, "parquet"))
+    predict.set_defaults(ray_paths=[])
     predict.add_argument(
-        "--format", choices=FORMATS, default="table", help="output format (jsonl: one JSON object per line, as it goes)"
+        "--ray",
+        nargs="?",
+        const="",
+        action=_RayAddress,
+        metavar="ADDRESS",
+        help="run on Ray Data, on the cluster at ADDRESS (auto, HOST:PORT, ray://HOST:PORT; default: $RAY_ADDRESS, "
+        "a cluster started here by `ray start`, else a new local instance); --output is then a new folder or URI",
     )
-    predict.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
-    predict.add_argument("--model", help="Hub repo id or checkpoint folder (default: $GENREWIZ_MODEL or the GenreWiz repo)")
-    predict.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="decoding worker processes")
     predict.add_argument(
+        "--actors",
+        type=int,
+        help="with --ray: model replicas, each loading the checkpoint once (default: 1 to the cluster's CPUs, as needed)",
+    )
+    tag = commands.add_parser(
+        "tag",
+        help="classify and write each file's top genre into its own tags",
+        description="Classify audio files and write the top genre into each file's genre tag, and the "
+        "confidence into a GenreWiz field. Only tags change, never the audio.",
+    )
+    tag.add_argument("paths", nargs="+", help="audio files and/or folders")
+    _add_run_options(tag, formats=FORMATS)
+    tag.set_defaults(ray=None, ray_paths=[], actors=None)
+    tag.add_argument("--dry-run", "-n", action="store_true", help="show what would change, write nothing")
+    tag.add_argument("--overwrite", action="store_true", help="replace genre tags the files already have (default: keep them)")
+    tag.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="leave a file untagged when its top genre's probability is under P (default 0)",
+    )
+    return parser
+
+
+def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    """The options ``predict`` and ``tag`` share."""
+    command.add_argument("--top", type=int, default=3, help="how many genres to report per file (default 3)")
+    command.add_argument(
+        "--format",
+        choices=formats,
+        help=f"output format (default: {'table; with --ray: parquet' if 'parquet' in formats else 'table'}); "
+        "jsonl: one JSON object per line, as it goes",
+    )
+    command.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
+    command.add_argument("--model", help="Hub repo id or checkpoint folder (default: $GENREWIZ_MODEL or the GenreWiz repo)")
+    command.add_argument(
+        "--jobs", "-j", type=int, default=os.cpu_count() or 1, help=f"decoding worker processes (default {os.cpu_count() or 1})"
+    )
+    command.add_argument(
         "--max-duration", type=float, default=DEFAULT_MAX_DURATION, help="seconds analysed per file (default 600)"
     )
-    predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
-    return parser
+    command.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the files already in --output (a --format jsonl file), matched by path, size and mtime, and append",
+    )
+    command.add_argument("--quiet", "-q", action="store_true", help="no progress bar, log lines or summary")
+
+
+class _RayAddress(argparse.Action):
+    """``--ray [ADDRESS]`` that does not swallow a path: a value that is no Ray address is the first path."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        if value and not _is_ray_address(value):
+            namespace.ray_paths = [value]
+            value = ""
+        setattr(namespace, self.dest, value)
+
+
+def _is_ray_address(value: str) -> bool:
+    """``auto``, ``local``, ``ray://...`` or ``HOST:PORT``: what ``ray.init(address=...)`` accepts."""
+    return value in ("auto", "local") or value.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", value) is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genrewiz`` console script and ``python -m genrewiz``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.top < 1:
-        parser.error("--top must be at least 1")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.max_duration <= 0:
-        parser.error("--max-duration must be positive")
+    args.paths = [*args.ray_paths, *args.paths]
+    _check_args(parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.ray is not None:
+        return _run_ray(args)
     files = find_audio_files(args.paths)
     if not files:
         print("genrewiz: no audio files found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
+    summary = Summary()
     try:
-        out = _open_output(args.output)
+        if args.resume:
+            files, summary.skipped = _unfinished(files, args.output, tagging=args.command == "tag" and not args.dry_run)
+        out = _open_output(args.output, append=args.resume)
     except OSError as err:
         print(f"genrewiz: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
+    if not files:
+        out.close()
+        print(f"genrewiz: nothing to do: all {summary.skipped} files are already in {args.output}", file=sys.stderr)
+        return EXIT_OK
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
-        return _run(args, files, out)
+        return _run(args, files, out, summary)
     except Interrupted as stop:
         print("genrewiz: interrupted; the results so far were written", file=sys.stderr)
         return 128 + stop.signum
@@ -327,8 +419,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out.close()
 
 
-def _run(args: argparse.Namespace, files: list[Path], out: TextIO) -> int:
-    """Load the model, classify ``files`` into ``out`` and return the exit status."""
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option values and combinations that cannot work, as usage errors (exit 2)."""
+    if not args.paths:
+        parser.error("give at least one audio file or folder")
+    if args.top < 1:
+        parser.error("--top must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.max_duration <= 0:
+        parser.error("--max-duration must be positive")
+    if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
+        parser.error("--min-confidence must be between 0 and 1")
+    args.format = args.format or ("parquet" if args.ray is not None else "table")
+    if args.ray is None:
+        if args.format == "parquet":
+            parser.error("--format parquet needs --ray")
+        if args.actors is not None:
+            parser.error("--actors needs --ray")
+        if args.resume and (args.output is None or args.format != "jsonl"):
+            parser.error("--resume needs --format jsonl and --output FILE")
+        return
+    if args.format not in RAY_FORMATS:
+        parser.error("--ray writes --format parquet or jsonl")
+    if args.output is None:
+        parser.error("--ray needs --output: a new folder or URI for the result files")
+    if args.resume:
+        parser.error("--resume does not apply to --ray (Ray retries failed tasks itself)")
+    if args.actors is not None and args.actors < 1:
+        parser.error("--actors must be at least 1")
+
+
+def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summary) -> int:
+    """Load the model, classify (and for ``tag``, tag) ``files`` into ``out`` and return the exit status."""
     try:
         classifier = GenreClassifier.from_pretrained(args.model, max_duration=args.max_duration)
     except (OSError, ValueError, RuntimeError) as err:
@@ -337,27 +460,177 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO) -> int:
     except Interrupted:
         write_rows((), out, args.format, args.top)  # even a run stopped this early leaves well-formed output
         raise
+    tagging = args.command == "tag"
     top = min(args.top, len(classifier.labels))
-    rows = predict_files(classifier, files, top, min(args.jobs, len(files)), progress=not args.quiet and len(files) > 1)
+    predictions = predict_files(classifier, files, top, min(args.jobs, len(files)), progress=not args.quiet and len(files) > 1)
+    rows: Iterable[Row] = predictions
+    if tagging:
+        rows = tag_rows(rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run)
+    rows = summary.count(_with_file_stat(rows))
     try:
-        failures = write_rows(rows, out, args.format, top)
+        failures = write_rows(rows, out, args.format, top, tags=tagging)
+    except Interrupted:
+        _report(summary, args)
+        raise
     finally:
-        rows.close()  # stops the decoding workers when writing ended early
+        predictions.close()  # stops the decoding workers when writing ended early
     if failures:
-        print(f"genrewiz: {failures} of {len(files)} files could not be analysed", file=sys.stderr)
+        what = "analysed or tagged" if tagging else "analysed"
+        print(f"genrewiz: {failures} of {len(files)} files could not be {what}", file=sys.stderr)
+    _report(summary, args)
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _open_output(path: Path | None) -> TextIO:
+def tag_rows(rows: Iterable[Row], overwrite: bool = False, min_confidence: float = 0.0, dry_run: bool = False) -> Iterator[Row]:
+    """Write each analysed file's top genre into its tags (:func:`genrewiz.tags.tag_file`).
+
+    A file that cannot be tagged becomes an error row that keeps its genres; the run goes on.
+    Each file's row arrives after its decoding finished, so no worker reads a file being tagged.
+    """
+    from .tags import TagError, tag_file
+
+    for row in rows:
+        if row.ok:
+            label, confidence = row.top[0]
+            try:
+                result = tag_file(row.path, label, confidence, overwrite=overwrite, min_confidence=min_confidence, dry_run=dry_run)
+                row = replace(row, tag=result)
+            except TagError as err:
+                row = replace(row, error=str(err))
+        yield row
+
+
+@dataclass
+class Summary:
+    """The counts that end a run on stderr; constant memory (one counter per genre and tag action)."""
+
+    started: float = field(default_factory=time.monotonic)
+    files: int = 0
+    failed: int = 0
+    skipped: int = 0
+    genres: Counter[str] = field(default_factory=Counter)
+    tags: Counter[str] = field(default_factory=Counter)
+
+    def count(self, rows: Iterable[Row]) -> Iterator[Row]:
+        """Pass ``rows`` through, counting them."""
+        for row in rows:
+            self.files += 1
+            if row.ok:
+                self.genres[row.top[0][0]] += 1
+            else:
+                self.failed += 1
+            if row.tag is not None:
+                self.tags[row.tag.action] += 1
+            yield row
+
+    def lines(self, output: object) -> list[str]:
+        """The report: files, failures, time and files/s, then skipped files, genres and tag actions."""
+        elapsed = time.monotonic() - self.started
+        lines = [
+            f"{_files(self.files)} in {elapsed:.1f} s ({self.files / elapsed:.1f} files/s): "
+            f"{self.files - self.failed} analysed, {self.failed} failed"
+        ]
+        if self.skipped:
+            lines.append(f"{_files(self.skipped)} skipped: already in {output}")
+        if self.genres:
+            lines.append("genres: " + ", ".join(f"{genre} {n}" for genre, n in self.genres.most_common()))
+        if self.tags:
+            lines.append("tags: " + ", ".join(f"{n} {action}" for action, n in self.tags.most_common()))
+        return lines
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+def _report(summary: Summary, args: argparse.Namespace) -> None:
+    """Print the summary on stderr unless ``--quiet``."""
+    if not args.quiet:
+        for line in summary.lines(args.output):
+            print(f"genrewiz: {line}", file=sys.stderr)
+
+
+def _file_stat(path: str) -> tuple[int | None, float | None]:
+    """A file's size and mtime, what ``--resume`` matches on besides the path; ``None`` for a missing file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None, None
+    return stat.st_size, stat.st_mtime
+
+
+def _with_file_stat(rows: Iterable[Row]) -> Iterator[Row]:
+    """Stamp each row with its file's size and mtime as the run leaves it (tagging changes both)."""
+    for row in rows:
+        size, mtime = _file_stat(row.path)
+        yield replace(row, size=size, mtime=mtime)
+
+
+def _unfinished(files: list[Path], output: Path, tagging: bool) -> tuple[list[Path], int]:
+    """``files`` less those ``output`` (JSON Lines) already has a row for, and how many were skipped.
+
+    A torn last line (the run was killed mid-write) is cut off so that appending keeps the file
+    valid. When ``tagging``, a row counts only if the file's tags were dealt with: a dry run's
+    or ``predict``'s rows do not stop ``tag --resume`` from writing the tags. Keys are hashes,
+    so a million finished files cost tens of MB, not the rows themselves.
+    """
+    done: set[int] = set()
+    with contextlib.suppress(FileNotFoundError), open(output, "r+b") as previous:
+        end = 0
+        for line in previous:
+            if not line.endswith(b"\n"):
+                break
+            end += len(line)
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                row = json.loads(line.decode("utf-8", "surrogateescape"))
+                if not tagging or not row["ok"] or row["tag"]["action"] != "would tag":
+                    done.add(hash((row["path"], row["size"], row["mtime"])))
+        previous.truncate(end)
+    todo = [path for path in files if hash((str(path), *_file_stat(str(path)))) not in done]
+    return todo, len(files) - len(todo)
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    """``predict --ray``: the same rows, computed by Ray Data and written as files under ``--output``."""
+    try:
+        from . import distributed
+    except ImportError as err:
+        print(f"genrewiz: --ray needs Ray Data ({err.name} is missing): pip install 'genrewiz[ray]'", file=sys.stderr)
+        return EXIT_USAGE
+    summary = Summary()
+    try:
+        counts = distributed.predict_to(
+            args.paths,
+            str(args.output),
+            fmt=args.format,
+            address=args.ray or None,
+            model=args.model,
+            top=args.top,
+            max_duration=args.max_duration,
+            actors=args.actors,
+            quiet=args.quiet,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"genrewiz: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    summary.files, summary.failed, summary.genres = counts.files, counts.failed, counts.genres
+    if summary.failed:
+        print(f"genrewiz: {summary.failed} of {summary.files} files could not be analysed", file=sys.stderr)
+    _report(summary, args)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _open_output(path: Path | None, append: bool = False) -> TextIO:
     """Where the results go, opened before the model loads so that a bad path fails at once.
 
-    File names that are not valid UTF-8 are written back as the bytes they were.
+    File names that are not valid UTF-8 are written back as the bytes they were. ``append``
+    adds to an existing file (``--resume``).
     """
     if path is None:
         if isinstance(sys.stdout, io.TextIOWrapper):
             sys.stdout.reconfigure(errors="surrogateescape")
         return sys.stdout
-    return open(path, "w", encoding="utf-8", errors="surrogateescape")
+    return open(path, "a" if append else "w", encoding="utf-8", errors="surrogateescape")
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:

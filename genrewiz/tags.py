@@ -90,10 +90,10 @@ def tag_file(
     audio = _open(path)
     previous = _genre_of(audio.tags)
     genre = genre_tag(label)
-    if confidence < min_confidence:
-        return TagResult("uncertain", genre, confidence, previous)
     if previous and not overwrite:
         return TagResult("kept", genre, confidence, previous)
+    if confidence < min_confidence:
+        return TagResult("uncertain", genre, confidence, previous)
     if dry_run:
         return TagResult("would tag", genre, confidence, previous)
     _set(audio.tags, genre, f"{confidence:.4f}")

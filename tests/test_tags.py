@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import struct
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import soundfile as sf
 
 from genrewiz.tags import TagError, genre_tag, tag_file
 from synthetic import synth_clip, write_clip
+from test_cli import run_cli
 
 FORMATS = ("mp3", "flac", "ogg", "opus", "wav", "aiff")
 
@@ -126,3 +130,72 @@ def test_untaggable_files_raise_tag_error(tmp_path):
 
 def test_genre_tag_spelling():
     assert [genre_tag(g) for g in ("hiphop", "rock", "classical")] == ["Hip-Hop", "Rock", "Classical"]
+
+
+# --- genrewiz tag, through the CLI -------------------------------------------------------------
+
+
+def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(tmp_path):
+    root = tmp_path / "library"
+    styles = {"wav": "bass_pulse", "flac": "pad", "ogg": "chirp", "mp3": "hihat"}
+    clips = {ext: write_clip(root / f"song.{ext}", style, 3.0, seed=i) for i, (ext, style) in enumerate(styles.items())}
+    labelled = write_clip(root / "labelled.flac", "pad", 3.0, seed=9)
+    audio = mutagen.File(labelled)
+    audio["GENRE"] = "Shoegaze"
+    audio.save()
+    untaggable = write_clip(root / "sun.au", "chirp", 3.0)  # libsndfile decodes it, mutagen cannot tag it
+    (root / "broken.wav").write_bytes(b"not audio" * 50)
+    samples = {path: sf.read(path, dtype="float32")[0] for path in [*clips.values(), labelled]}
+    files_before = {path: path.read_bytes() for path in root.iterdir()}
+
+    dry = run_cli("tag", str(root), "--dry-run", "--format", "jsonl", "-q")
+    assert dry.returncode == 1, dry.stderr
+    assert {path: path.read_bytes() for path in root.iterdir()} == files_before  # a dry run writes nothing
+    planned = {Path(r["path"]).name: r for r in map(json.loads, dry.stdout.splitlines())}
+    assert {n for n, r in planned.items() if r["ok"]} == {"song.wav", "song.flac", "song.ogg", "song.mp3", "labelled.flac"}
+    assert planned["labelled.flac"]["tag"]["action"] == "kept" and planned["labelled.flac"]["tag"]["previous"] == "Shoegaze"
+    assert all(planned[p.name]["tag"]["action"] == "would tag" for p in clips.values())
+    assert "cannot tag this format" in planned["sun.au"]["error"] and planned["sun.au"]["top"]
+    assert "not a readable audio file" in planned["broken.wav"]["error"]
+
+    # A threshold between the scores: files under it stay untagged, files over it are tagged.
+    scores = sorted(planned[p.name]["top"][0]["score"] for p in clips.values())
+    threshold = (scores[1] + scores[2]) / 2
+    assert scores[1] < threshold < scores[2], "the clips' top scores should differ"
+    done = run_cli("tag", str(root), "--min-confidence", f"{threshold:.6f}", "--format", "jsonl")
+    assert done.returncode == 1, done.stderr
+    rows = {Path(r["path"]).name: r for r in map(json.loads, done.stdout.splitlines())}
+    for path in clips.values():
+        label, score = rows[path.name]["top"][0]["label"], rows[path.name]["top"][0]["score"]
+        assert score == planned[path.name]["top"][0]["score"]
+        if score > threshold:
+            assert rows[path.name]["tag"]["action"] == "tagged"
+            assert tag_fields(path) == ([genre_tag(label)], [f"{score:.4f}"])
+        else:
+            assert rows[path.name]["tag"]["action"] == "uncertain" and tag_fields(path) == ([], [])
+        after, _ = sf.read(path, dtype="float32")
+        assert np.array_equal(after, samples[path]), f"{path.name}: the audio changed"
+    assert rows["song.wav"]["size"] == clips["wav"].stat().st_size  # the row describes the file as tagged
+    assert tag_fields(labelled)[0] == ["Shoegaze"]
+    assert untaggable.read_bytes() == files_before[untaggable]
+    assert "2 of 7 files could not be analysed or tagged" in done.stderr
+    tags_line = next(line for line in done.stderr.splitlines() if line.startswith("genrewiz: tags: "))
+    counts = {action: int(n) for n, action in (part.split(" ", 1) for part in tags_line.split(": ", 2)[2].split(", "))}
+    assert counts == {"tagged": 2, "uncertain": 2, "kept": 1}
+
+    table = run_cli("tag", str(labelled), "--overwrite")
+    assert table.returncode == 0, table.stderr
+    label = json.loads(run_cli("predict", str(labelled), "--format", "jsonl", "-q").stdout)["top"][0]["label"]
+    assert f"-> tagged {genre_tag(label)} (was 'Shoegaze')" in table.stdout
+    assert tag_fields(labelled)[0] == [genre_tag(label)]
+    assert np.array_equal(sf.read(labelled, dtype="float32")[0], samples[labelled])
+
+
+def test_tag_csv_has_a_tag_column(tmp_path):
+    clip = write_clip(tmp_path / "clip.flac", "pad", 3.0)
+    done = run_cli("tag", str(clip), "--dry-run", "--format", "csv", "-q")
+    assert done.returncode == 0, done.stderr
+    row = next(csv.DictReader(io.StringIO(done.stdout)))
+    assert row["status"] == "ok" and row["tag"] == f"would tag {genre_tag(row['genre_1'])}"
+    bad = run_cli("tag", str(clip), "--min-confidence", "1.5")
+    assert bad.returncode == 2 and "--min-confidence must be between 0 and 1" in bad.stderr
