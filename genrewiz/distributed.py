@@ -1,0 +1,286 @@
+"""``genrewiz predict --ray``: the CLI's rows, computed by Ray Data on one machine or a cluster.
+
+The pipeline is Ray's own batch inference, not a home-made scheduler:
+
+1. the driver lists the inputs (local files and folders as the CLI finds them, URIs through
+   ``pyarrow.fs``: ``s3://``, ``gs://``, ``hdfs://``, ``file://``...);
+2. CPU tasks decode each file and compute its log-mel (:func:`genrewiz.predict.analyse`), a
+   few files per task; a file that cannot be read becomes an error row, never a failed job;
+3. an actor pool runs the model (``map_batches``): each actor loads the checkpoint once, from
+   the files the driver resolved and shipped with it, so every actor uses the very weights the
+   driver logged, with no Hub access or shared disk needed on the workers;
+4. the rows (the JSON rows of ``genrewiz predict``: path, ok, duration_s, top, error, size,
+   mtime) are written as Parquet or JSON Lines files under a new folder or URI.
+
+Imported only for ``--ray``: the app and the plain CLI never need Ray (``pip install genrewiz[ray]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import ray
+import ray.data
+from ray.data import ActorPoolStrategy
+from threadpoolctl import threadpool_limits
+
+from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
+from .cli import Row, find_audio_files
+from .features import FeatureConfig
+from .predict import Analysis, GenreClassifier, analyse
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("ok", pa.bool_()),
+        ("duration_s", pa.float64()),
+        ("top", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("error", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+    ]
+)
+"""One result row, the same fields as a ``genrewiz predict --format jsonl`` line."""
+_ANALYSIS_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("mel", pa.large_binary()),
+        ("frames", pa.int64()),
+        ("duration", pa.float64()),
+        ("source_duration", pa.float64()),
+        ("error", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+    ]
+)
+"""Between the decoding tasks and the model actors: the log-mel as raw float32 bytes."""
+DECODE_CPUS = 0.5
+"""CPU share of one decoding task (a model actor takes 1: one torch thread)."""
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+"""What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``."""
+
+
+@dataclass
+class Counts:
+    """What the run produced: files, failures and files per top genre."""
+
+    files: int = 0
+    failed: int = 0
+    genres: Counter[str] = field(default_factory=Counter)
+
+
+def list_inputs(paths_or_uris: Iterable[str]) -> list[str]:
+    """Every audio file under the inputs: absolute local paths (folders searched as the CLI does) and URIs.
+
+    A URI is anything with ``://`` that ``pyarrow.fs`` reads; a URI folder is listed
+    recursively for the extensions GenreWiz decodes. An input that does not exist is kept, so
+    that it becomes an error row. Local paths must exist on every node (a shared disk).
+    """
+    found: list[str] = []
+    for item in paths_or_uris:
+        if "://" not in item:
+            found += [str(path) for path in find_audio_files([os.path.abspath(item)])]
+            continue
+        filesystem, root = pafs.FileSystem.from_uri(item)
+        if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+            found.append(item)
+            continue
+        prefix = item.rstrip("/")[: -len(root.rstrip("/"))] if item.rstrip("/").endswith(root.rstrip("/")) else ""
+        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+        found += sorted(
+            prefix + info.path
+            for info in infos
+            if info.type == pafs.FileType.File and PurePosixPath(info.path).suffix.lower() in SUPPORTED_EXTENSIONS
+        )
+    return found
+
+
+def predict_dataset(
+    paths_or_uris: Sequence[str],
+    model: str | None = None,
+    *,
+    top: int = 3,
+    max_duration: float = DEFAULT_MAX_DURATION,
+    actors: int | None = None,
+    files_per_task: int = 8,
+) -> ray.data.Dataset:
+    """A lazy Ray Dataset of result rows (:data:`ROW_SCHEMA`) for the audio files under ``paths_or_uris``.
+
+    The checkpoint (``model``, resolved as everywhere in GenreWiz) is loaded once on the driver,
+    which checks it and logs which weights are in use; its files are what the actors load.
+    ``actors`` fixes the number of model replicas; by default the pool grows from 1 to the
+    cluster's CPUs as the queue of decoded songs asks for it. Write the result with
+    ``.write_parquet(...)``, iterate it, or hand it to more Ray Data steps.
+
+    Raises:
+        ValueError: no audio file was found.
+        OSError, RuntimeError: the model cannot be loaded.
+    """
+    files = list_inputs(paths_or_uris)
+    if not files:
+        raise ValueError("no audio files found in " + ", ".join(paths_or_uris))
+    classifier = GenreClassifier.from_pretrained(model, max_duration=max_duration)
+    dataset = ray.data.from_items([{"path": path} for path in files], override_num_blocks=-(-len(files) // files_per_task))
+    checkpoint = {name: (classifier.source.directory / name).read_bytes() for name in CHECKPOINT_FILES}
+    pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=_cluster_cpus())
+    # Different CPU shares keep Ray from fusing decoding into the actors, where it would run
+    # one file at a time per model; two decoding tasks per core keep a core busy while a
+    # file is read, as the CLI's worker processes do.
+    return dataset.map_batches(
+        _analyse_batch,
+        batch_format="pyarrow",
+        fn_kwargs={"config": classifier.config, "max_duration": max_duration},
+        num_cpus=DECODE_CPUS,
+    ).map_batches(
+        _Classify,
+        batch_format="pyarrow",
+        batch_size=files_per_task,
+        compute=pool,
+        num_cpus=1,
+        fn_constructor_kwargs={"checkpoint": checkpoint, "top": min(top, len(classifier.labels))},
+    )
+
+
+def predict_to(
+    paths_or_uris: Sequence[str],
+    output: str,
+    *,
+    fmt: str = "parquet",
+    address: str | None = None,
+    model: str | None = None,
+    top: int = 3,
+    max_duration: float = DEFAULT_MAX_DURATION,
+    actors: int | None = None,
+    quiet: bool = False,
+) -> Counts:
+    """Classify ``paths_or_uris`` on Ray and write the rows as ``fmt`` (parquet or jsonl) files under ``output``.
+
+    Connects to the cluster at ``address`` (else ``$RAY_ADDRESS``, else starts a local
+    instance) unless Ray is already initialised. ``output`` (a folder or URI) must not exist
+    yet: results are never mixed with an older run's.
+
+    Raises:
+        ValueError: ``output`` exists, or no audio file was found.
+        OSError, RuntimeError: the model cannot be loaded.
+    """
+    out_fs, out_path = pafs.FileSystem.from_uri(output if "://" in output else os.path.abspath(output))
+    if out_fs.get_file_info(out_path).type != pafs.FileType.NotFound:
+        raise ValueError(f"{output} already exists: give --output a new folder or URI")
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING if quiet else logging.INFO, log_to_driver=not quiet)
+    ray.data.DataContext.get_current().enable_progress_bars = not quiet
+    dataset = predict_dataset(paths_or_uris, model, top=top, max_duration=max_duration, actors=actors)
+    if fmt == "parquet":
+        dataset.write_parquet(out_path, filesystem=out_fs)
+    else:
+        dataset.write_json(out_path, filesystem=out_fs, double_precision=15)
+    return _count(out_fs, out_path, fmt)
+
+
+def _cluster_cpus() -> int:
+    """CPUs Ray can schedule on (at least 1)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _analyse_batch(batch: pa.Table, config: FeatureConfig, max_duration: float) -> pa.Table:
+    """Ray task: decode and compute the log-mel of each file in ``batch``, or its error (one BLAS thread, as the CLI's workers)."""
+    with threadpool_limits(1):
+        rows = [_analyse_one(path, config, max_duration) for path in batch.column("path").to_pylist()]
+    return pa.Table.from_pylist(rows, schema=_ANALYSIS_SCHEMA)
+
+
+def _analyse_one(path: str, config: FeatureConfig, max_duration: float) -> dict:
+    """One file's :data:`_ANALYSIS_SCHEMA` row; a URI is copied to a local temporary file first."""
+    row: dict = {"path": path, "mel": None, "frames": None, "duration": None, "source_duration": None, "error": None}
+    row.update(size=None, mtime=None)
+    try:
+        if "://" in path:
+            row["size"], row["mtime"], analysis = _analyse_uri(path, config, max_duration)
+        else:
+            with contextlib.suppress(OSError):
+                stat = os.stat(path)
+                row["size"], row["mtime"] = stat.st_size, stat.st_mtime
+            analysis = analyse(path, config, max_duration=max_duration)
+    except AudioError as err:
+        row["error"] = str(err)
+        return row
+    mel = np.ascontiguousarray(analysis.mel, dtype=np.float32)
+    row.update(mel=mel.tobytes(), frames=len(mel), duration=analysis.duration, source_duration=analysis.source_duration)
+    return row
+
+
+def _analyse_uri(uri: str, config: FeatureConfig, max_duration: float) -> tuple[int | None, float | None, Analysis]:
+    """Size, mtime and analysis of a file ``pyarrow.fs`` reads, through a temporary copy under its own name.
+
+    Raises:
+        AudioError: the file is missing or unreadable, with the messages a local file gets.
+    """
+    name = PurePosixPath(uri.split("?")[0]).name
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise AudioError(f"{name}: file not found")
+        if info.type != pafs.FileType.File:
+            raise AudioError(f"{name}: not a file")
+        with tempfile.TemporaryDirectory(prefix="genrewiz-") as folder:
+            local = Path(folder) / name
+            with filesystem.open_input_stream(path) as source, open(local, "wb") as copy:
+                shutil.copyfileobj(source, copy, length=1 << 20)
+            analysis = analyse(local, config, max_duration=max_duration)
+    except (OSError, pa.ArrowException) as err:
+        raise AudioError(f"{name}: cannot read: {err}") from err
+    return info.size, None if info.mtime_ns is None else info.mtime_ns / 1e9, analysis
+
+
+class _Classify:
+    """Ray actor: one model, loaded once from the driver's checkpoint files, for every batch it is given."""
+
+    def __init__(self, checkpoint: dict[str, bytes], top: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="genrewiz-checkpoint-") as folder:
+            for name, data in checkpoint.items():
+                (Path(folder) / name).write_bytes(data)
+            self.classifier = GenreClassifier.from_pretrained(folder)
+        self.top = top
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self._row(item).to_json() for item in batch.to_pylist()], schema=ROW_SCHEMA)
+
+    def _row(self, item: dict) -> Row:
+        """The CLI's :class:`~genrewiz.cli.Row` for one analysed (or failed) file."""
+        stat = {"size": item["size"], "mtime": item["mtime"]}
+        if item["error"] is not None:
+            return Row(item["path"], [], error=item["error"], **stat)
+        n_mels = self.classifier.config.n_mels
+        mel = np.frombuffer(item["mel"], dtype=np.float32).reshape(item["frames"], n_mels)
+        try:
+            prediction = self.classifier.classify(Analysis(mel, item["duration"], item["source_duration"]))
+        except AudioError as err:
+            return Row(item["path"], [], error=str(err), **stat)
+        return Row(item["path"], prediction.top(self.top), duration=prediction.duration, **stat)
+
+
+def _count(filesystem: pafs.FileSystem, path: str, fmt: str) -> Counts:
+    """Files, failures and top genres, read back from the written rows (two small columns)."""
+    counts = Counts()
+    files = pads.dataset(path, filesystem=filesystem, format="parquet" if fmt == "parquet" else "json")
+    for batch in files.to_batches(columns=["ok", "top"]):
+        for ok, top in zip(batch.column("ok").to_pylist(), batch.column("top").to_pylist()):
+            counts.files += 1
+            if ok:
+                counts.genres[top[0]["label"]] += 1
+            else:
+                counts.failed += 1
+    return counts

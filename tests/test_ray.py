@@ -1,0 +1,132 @@
+"""``genrewiz predict --ray`` on a real local Ray instance gives the single-machine CLI's rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.data", reason="Ray Data is the optional extra genrewiz[ray]")
+import pyarrow.parquet as pq  # noqa: E402  (installed with ray[data])
+import ray  # noqa: E402
+
+from conftest import make_bad_inputs  # noqa: E402
+from genrewiz import distributed  # noqa: E402
+from genrewiz.cli import build_parser, main  # noqa: E402
+from genrewiz.hub import BUNDLED_DIR  # noqa: E402
+from synthetic import STYLES, write_clip  # noqa: E402
+from test_cli import run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight short clips in four formats, a nested folder, and three files no analysis accepts."""
+    root = tmp_path_factory.mktemp("ray") / "library"
+    for i in range(8):
+        write_clip(root / ("deep" if i % 2 else "") / f"{i:02d}.{('wav', 'flac', 'ogg', 'mp3')[i % 4]}", STYLES[i % 4], 2.0, seed=i)
+    bad = make_bad_inputs(root.parent / "scratch")
+    for case in ("not_audio", "silent", "too_short"):
+        bad[case].rename(root / f"broken_{case}.wav")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_rows(library: Path) -> dict[str, dict]:
+    """What the single-machine CLI says about the library, by path."""
+    done = run_cli("predict", str(library), "--format", "jsonl", "-q")
+    assert done.returncode == 1, done.stderr
+    return {row["path"]: row for row in map(json.loads, done.stdout.splitlines())}
+
+
+def assert_same_rows(ray_rows: list[dict], cli_rows: dict[str, dict]) -> None:
+    """Same files, verdicts and top genres (scores within 1e-4), errors where the CLI has them."""
+    assert sorted(row["path"] for row in ray_rows) == sorted(cli_rows)
+    for row in ray_rows:
+        expected = cli_rows[row["path"]]
+        assert row["ok"] == expected["ok"] and (row["error"] is None) == (expected["error"] is None), row
+        assert [t["label"] for t in row["top"]] == [t["label"] for t in expected["top"]], row
+        for got, want in zip(row["top"], expected["top"]):
+            assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+        assert (row["size"], row["mtime"]) == (expected["size"], expected["mtime"])
+
+
+@pytest.mark.slow
+def test_python_api_on_local_ray_matches_the_cli(library, cli_rows, tmp_path, monkeypatch):
+    """``predict_to`` on ``ray.init(num_cpus=2)``, one input given as a file:// URI read through pyarrow.fs."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "rows"
+        counts = distributed.predict_to(
+            [str(library / "deep"), *(str(p) for p in sorted(library.glob("*.*"))), f"file://{library / 'deep' / '01.flac'}"],
+            str(out),
+            fmt="jsonl",
+            model=str(BUNDLED_DIR),
+            actors=1,
+            quiet=True,
+        )
+        with pytest.raises(ValueError, match="already exists"):
+            distributed.predict_to([str(library)], str(out), model=str(BUNDLED_DIR), quiet=True)
+    finally:
+        ray.shutdown()
+    rows = [json.loads(line) for path in sorted(out.glob("*.json")) for line in path.read_text().splitlines()]
+    via_uri = [row for row in rows if row["path"].startswith("file://")]
+    assert len(via_uri) == 1
+    uri_row = via_uri[0]
+    local_row = cli_rows[str(library / "deep" / "01.flac")]
+    assert uri_row["ok"] and [t["label"] for t in uri_row["top"]] == [t["label"] for t in local_row["top"]]
+    assert uri_row["size"] == local_row["size"]
+    assert_same_rows([row for row in rows if row is not uri_row], cli_rows)
+    assert (counts.files, counts.failed, sum(counts.genres.values())) == (12, 3, 9)
+
+
+@pytest.mark.slow
+def test_cli_ray_writes_parquet_with_the_same_rows(library, cli_rows, tmp_path):
+    out = tmp_path / "rows.parquet.d"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR), "RAY_ADDRESS": "local"}
+    done = subprocess.run(
+        [sys.executable, "-m", "genrewiz", "predict", "--ray", str(library), "--output", str(out), "--actors", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stderr  # some files failed, as with the plain CLI
+    assert_same_rows(pq.read_table(out).to_pylist(), cli_rows)
+    assert "genrewiz: 3 of 11 files could not be analysed" in done.stderr
+    assert "genrewiz: 11 files in " in done.stderr and "8 analysed, 3 failed" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ray", "LIB"], "--ray needs --output"),
+        (["LIB", "--ray", "--format", "table", "--output", "OUT"], "--ray writes --format parquet or jsonl"),
+        (["LIB", "--format", "parquet"], "--format parquet needs --ray"),
+        (["LIB", "--actors", "2"], "--actors needs --ray"),
+        (["--ray", "LIB", "--output", "OUT", "--resume"], "--resume does not apply to --ray"),
+    ],
+)
+def test_ray_usage_errors(tmp_path, capsys, args, message):
+    argv = [str(tmp_path) if a == "LIB" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ray_option_takes_an_address_but_never_a_path():
+    parser = build_parser()
+    for argv, address, paths in [
+        (["--ray", "lib", "x.mp3"], "", ["lib", "x.mp3"]),
+        (["--ray", "s3://bucket/music"], "", ["s3://bucket/music"]),
+        (["--ray", "auto", "lib"], "auto", ["lib"]),
+        (["--ray", "10.0.0.5:6379", "lib"], "10.0.0.5:6379", ["lib"]),
+        (["--ray", "ray://head:10001", "lib"], "ray://head:10001", ["lib"]),
+        (["lib", "--ray"], "", ["lib"]),
+    ]:
+        args = parser.parse_args(["predict", *argv])
+        assert (args.ray, [*args.ray_paths, *args.paths]) == (address, paths), argv
