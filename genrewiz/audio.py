@@ -9,6 +9,7 @@ file's own sample rate or channel count.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -166,26 +167,49 @@ def _read_mono(f: sf.SoundFile, max_frames: int, sample_rate: int, name: str) ->
     """Read up to ``max_frames`` frames, averaging channels and resampling one block at a time.
 
     Samples are scaled by :data:`_HEADROOM` before anything adds them up; the caller undoes it.
+    The output goes straight into one array sized from the header: no list of blocks to join,
+    which would double the memory and leave a heap of freed blocks in a long-running server.
     """
     block_frames = max(1, _BLOCK_SAMPLES // f.channels)
     resampler = None if f.samplerate == sample_rate else soxr.ResampleStream(f.samplerate, sample_rate, 1, quality="HQ")
-    blocks: list[np.ndarray] = []
+    expected = min(max_frames, max(f.frames - f.tell(), 0)) if f.seekable() else 0
+    out = _Output(math.ceil(expected * sample_rate / f.samplerate) + _BLOCK_SAMPLES)
     frames, peak = 0, 0.0
     while frames < max_frames:
         data = f.read(min(block_frames, max_frames - frames), dtype="float32", always_2d=True)
         if len(data) == 0:
             break
         data *= np.float32(_HEADROOM)
-        mono = data[:, 0].copy() if f.channels == 1 else data.mean(axis=1)
+        mono = data[:, 0] if f.channels == 1 else data.mean(axis=1)
         if not np.all(np.isfinite(mono)):
             raise AudioError(f"{name}: contains invalid (NaN or infinite) samples")
         peak = max(peak, float(np.max(np.abs(mono))))
         frames += len(data)
-        blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
+        out.append(mono if resampler is None else resampler.resample_chunk(np.ascontiguousarray(mono)))
     if resampler is not None and frames > 0:
-        blocks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    return _Decoded(samples, frames, peak)
+        out.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return _Decoded(out.array(), frames, peak)
+
+
+class _Output:
+    """A float32 array filled block by block; it grows (rarely: only past a header's length) by half."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(capacity, dtype=np.float32)  # untouched pages cost no memory
+        self._size = 0
+
+    def append(self, block: np.ndarray) -> None:
+        end = self._size + len(block)
+        if end > len(self._data):
+            grown = np.empty(max(end, len(self._data) * 3 // 2), dtype=np.float32)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : end] = block
+        self._size = end
+
+    def array(self) -> np.ndarray:
+        """The samples so far (a view: no copy)."""
+        return self._data[: self._size]
 
 
 def _native_path(path: Path) -> str | bytes:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,21 @@ def test_mp3_decoder_chatter_stays_out_of_stderr_but_other_output_does_not(corpu
     err = capfd.readouterr().err
     assert not any(chatter in err for chatter in DECODER_CHATTER), err
     assert "a real error from C" in err
+
+
+def test_chatter_filter_is_safe_with_concurrent_decoders(corpus, capfd):
+    """Decoding threads overlap (the app runs two predictions at once): each line of another
+    thread still comes out once, whole, and no decoder note does."""
+
+    def decode(i: int) -> None:
+        with pytest.raises(AudioError):
+            load_audio(corpus[0][("text_as_mp3", "html_as_mp3", "random_as_mp3")[i % 3]], SR)
+        os.write(2, f"line from thread {i}\n".encode())
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(decode, range(24)))
+    lines = capfd.readouterr().err.splitlines()
+    assert sorted(lines) == sorted(f"line from thread {i}" for i in range(24))
 
 
 def test_huge_and_hot_float_samples_are_scaled_to_full_scale(corpus, classifier):
