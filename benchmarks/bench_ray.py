@@ -87,7 +87,7 @@ def main() -> None:
 
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         ray_warm = 0.0
-        for attempt in range(2):  # the first pass starts Ray's workers and imports torch in them
+        for _ in range(2):  # the first pass starts Ray's workers and imports torch in them
             shutil.rmtree(f"{tmp}/ray_warm", ignore_errors=True)
             start = time.perf_counter()
             counts = predict_to([str(folder)], f"{tmp}/ray_warm", fmt="jsonl", model=str(BUNDLED_DIR), quiet=True)

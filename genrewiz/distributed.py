@@ -167,8 +167,8 @@ def predict_to(
 ) -> Counts:
     """Classify ``paths_or_uris`` on Ray and write the rows as ``fmt`` (parquet or jsonl) files under ``output``.
 
-    Connects to the cluster at ``address`` (else ``$RAY_ADDRESS``, else starts a local
-    instance) unless Ray is already initialised. ``output`` (a folder or URI) must not exist
+    Connects to the cluster at ``address`` (else ``$RAY_ADDRESS``, a cluster started here by
+    ``ray start``, else a new local instance) unless Ray is already initialised. ``output`` (a folder or URI) must not exist
     yet: results are never mixed with an older run's.
 
     Raises:
@@ -178,9 +178,12 @@ def predict_to(
     out_fs, out_path = pafs.FileSystem.from_uri(output if "://" in output else os.path.abspath(output))
     if out_fs.get_file_info(out_path).type != pafs.FileType.NotFound:
         raise ValueError(f"{output} already exists: give --output a new folder or URI")
+    if quiet:  # Ray's start-up notes, Ray Data's plan and progress lines
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = False
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING if quiet else logging.INFO, log_to_driver=not quiet)
-    ray.data.DataContext.get_current().enable_progress_bars = not quiet
+        ray.init(address=address, logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
     dataset = predict_dataset(paths_or_uris, model, top=top, max_duration=max_duration, actors=actors)
     if fmt == "parquet":
         dataset.write_parquet(out_path, filesystem=out_fs)
@@ -277,7 +280,7 @@ def _count(filesystem: pafs.FileSystem, path: str, fmt: str) -> Counts:
     counts = Counts()
     files = pads.dataset(path, filesystem=filesystem, format="parquet" if fmt == "parquet" else "json")
     for batch in files.to_batches(columns=["ok", "top"]):
-        for ok, top in zip(batch.column("ok").to_pylist(), batch.column("top").to_pylist()):
+        for ok, top in zip(batch.column("ok").to_pylist(), batch.column("top").to_pylist(), strict=True):
             counts.files += 1
             if ok:
                 counts.genres[top[0]["label"]] += 1
