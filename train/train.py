@@ -362,7 +362,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", help="FeatureConfig overrides as JSON on top of the branch's front end, "
                                            "e.g. '{\"window_hop_frames\": 160}'")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on shared cores more threads made GRU epochs 10-50x slower)")
+    parser.add_argument("--keep-last", action="store_true",
+                        help="random/filtered: keep the final epoch, not the best on valid, so the valid score "
+                             "measures the fixed recipe rather than a selection")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     defaults = Recipe()
     for f in fields(Recipe):
@@ -388,8 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     _setup_logging(args.out / "train.log")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     config = dataclasses.replace(ARCHITECTURES[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
     started = time.perf_counter()
@@ -417,7 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
     else:
-        _, result = train_split(splits[0], mels, setup, recipe, args.out, select_best=bool(splits[0].valid))
+        _, result = train_split(splits[0], mels, setup, recipe, args.out,
+                                select_best=bool(splits[0].valid) and not args.keep_last)
         best = result.get("best_valid_accuracy")
         summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})" if best is not None else "no validation"
     result.update(data=str(args.data), skipped=skipped_info, total_time_s=time.perf_counter() - started,
