@@ -422,8 +422,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         _, result = train_split(splits[0], mels, setup, recipe, args.out,
                                 select_best=bool(splits[0].valid) and not args.keep_last)
-        best = result.get("best_valid_accuracy")
-        summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})" if best is not None else "no validation"
+        best, last = result.get("best_valid_accuracy"), result["epochs"][-1].get("valid_accuracy")
+        if best is not None:
+            summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})"
+        else:
+            summary = f"final valid accuracy {last:.3f}" if last is not None else "no validation"
     result.update(data=str(args.data), skipped=skipped_info, total_time_s=time.perf_counter() - started,
                   command=" ".join(["python -m train.train", *(argv if argv is not None else sys.argv[1:])]))
     _write_json(args.out / ("metrics.json" if args.split == "kfold" else "history.json"), result)
