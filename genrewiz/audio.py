@@ -1,8 +1,10 @@
-"""Audio loading: any file libsndfile reads -> mono float32 at the model's sample rate.
+"""Audio loading: any common audio file -> mono float32 at the model's sample rate.
 
-Every problem with an input (missing, unreadable, empty, silent, too short, an absurd sample
-rate) surfaces as one exception type, :class:`AudioError`, whose message is fit to show a user
-as it is. Decoding is streamed: memory and work depend on the seconds analysed, never on the
+libsndfile reads WAV, FLAC, Ogg (Vorbis, Opus), MP3, AU and AIFF; FFmpeg, through PyAV's
+wheel, reads what phones and browsers make (AAC in .m4a/.aac, WMA, WebM). Both feed the same
+streamed reader, so every problem with an input (missing, unreadable, empty, silent, too short,
+an absurd sample rate) surfaces as one exception type, :class:`AudioError`, whose message is fit
+to show a user as it is, and memory and work depend on the seconds analysed, never on the
 file's own sample rate or channel count.
 """
 
@@ -15,11 +17,12 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import av
 import numpy as np
 import soundfile as sf
 import soxr
@@ -30,8 +33,12 @@ DEFAULT_MIN_DURATION = 1.0
 """Clips shorter than this carry too little music to judge."""
 SILENCE_PEAK = 1e-4
 """Peak amplitude (-80 dBFS) under which a clip counts as silent."""
-SUPPORTED_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".aiff", ".aif"})
-"""Extensions searched for in folders; libsndfile decodes all of them (no ffmpeg needed)."""
+SNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".aiff", ".aif"})
+"""Read by libsndfile: faster than FFmpeg for these, and the reader of any file whose extension is not below."""
+FFMPEG_EXTENSIONS = frozenset({".m4a", ".m4b", ".mp4", ".aac", ".wma", ".webm", ".weba", ".mka"})
+"""Read by FFmpeg (PyAV): AAC from phones and Apple libraries, Windows Media, browsers' WebM/Opus recordings."""
+SUPPORTED_EXTENSIONS = SNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+"""Extensions searched for in folders."""
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
 """Sample rates read: from narrow-band speech to DXD. A header outside this range is refused
 rather than believed (a WAV claiming 1 Hz would otherwise be 600 s of 'music' in 600 samples)."""
@@ -81,6 +88,8 @@ class _Decoded:
     samples: np.ndarray
     frames: int
     peak: float
+    source_rate: int
+    source_duration: float
 
 
 def load_audio(
@@ -110,18 +119,19 @@ def load_audio(
         raise AudioError(f"{name}: not a file")
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: the file is empty")
-    try:
-        with _quiet_decoder(), sf.SoundFile(_native_path(path)) as f:
-            source_sr = f.samplerate
-            _check_sample_rate(source_sr, name)
-            source_duration = f.frames / source_sr if f.frames > 0 else 0.0
-            if offset > 0:
-                f.seek(min(int(offset * source_sr), f.frames))
-            rate_read = min(source_sr, MAX_SAMPLES_PER_SECOND / f.channels)
-            decoded = _read_mono(f, int(max_duration * rate_read), sample_rate, name)
-    except (sf.SoundFileError, RuntimeError, EOFError, OSError) as err:
-        raise _decode_error(path, err) from err
-    source_duration = max(source_duration, decoded.frames / source_sr)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        decoded = _decode_ffmpeg(path, sample_rate, max_duration, offset)
+    else:
+        try:
+            decoded = _decode_sndfile(path, sample_rate, max_duration, offset)
+        except AudioError as err:
+            if path.suffix.lower() in SNDFILE_EXTENSIONS or not isinstance(err.__cause__, sf.SoundFileError):
+                raise
+            try:  # an extension neither list names: FFmpeg may still know the format
+                decoded = _decode_ffmpeg(path, sample_rate, max_duration, offset)
+            except AudioError:
+                raise err from None
+    source_sr, source_duration = decoded.source_rate, max(decoded.source_duration, decoded.frames / decoded.source_rate)
     _check_content(decoded.frames, source_sr, decoded.peak / _HEADROOM, min_duration, name)
     samples = decoded.samples
     samples *= np.float32(1.0 / decoded.peak if decoded.peak > _HEADROOM else 1.0 / _HEADROOM)
@@ -163,24 +173,121 @@ def prepare_waveform(
     return Audio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, source_duration)
 
 
-def _read_mono(f: sf.SoundFile, max_frames: int, sample_rate: int, name: str) -> _Decoded:
-    """Read up to ``max_frames`` frames, averaging channels and resampling one block at a time.
+def _decode_sndfile(path: Path, sample_rate: int, max_duration: float, offset: float) -> _Decoded:
+    """:func:`_read_mono` over libsndfile's reader, which seeks exactly to ``offset``."""
+    try:
+        with _quiet_decoder(), sf.SoundFile(_native_path(path)) as f:
+            _check_sample_rate(f.samplerate, path.name)
+            if offset > 0:
+                f.seek(min(int(offset * f.samplerate), f.frames))
+            expected = max(f.frames - f.tell(), 0) if f.seekable() else 0
+            source = _Source(f.samplerate, f.channels, f.frames / f.samplerate if f.frames > 0 else 0.0, expected)
+            return _read_mono(lambda n: f.read(n, dtype="float32", always_2d=True), source, max_duration, sample_rate, path.name)
+    except (sf.SoundFileError, RuntimeError, EOFError, OSError) as err:
+        raise _decode_error(path, err) from err
 
+
+def _decode_ffmpeg(path: Path, sample_rate: int, max_duration: float, offset: float) -> _Decoded:
+    """:func:`_read_mono` over FFmpeg's decoder for the file's first audio stream (PyAV).
+
+    The file is handed over as an open file, so that any name works and no server path can
+    appear in a message. Frames before ``offset`` are decoded and dropped: exact, where seeking
+    in a compressed stream lands on a packet boundary.
+    """
+    try:
+        with open(path, "rb") as raw, av.open(raw, mode="r") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path.name}: no audio stream in this file")
+            stream = container.streams.audio[0]
+            rate, channels = stream.rate or 0, stream.channels or 0
+            _check_sample_rate(rate, path.name)
+            if channels < 1:
+                raise AudioError(f"{path.name}: no audio channels in this file")
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                seconds = container.duration / av.time_base if container.duration else 0.0
+            skip = int(offset * rate)
+            source = _Source(rate, channels, seconds, max(int(seconds * rate) - skip, 0))
+            reader = _FFmpegReader(container.decode(stream), stream.layout, skip)
+            return _read_mono(reader.read, source, max_duration, sample_rate, path.name)
+    except (av.FFmpegError, OSError, EOFError) as err:
+        raise _decode_error(path, err) from err
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a decoder says about its stream before the first block: rate, channels, seconds, frames left (0: unknown)."""
+
+    rate: int
+    channels: int
+    seconds: float
+    frames_left: int
+
+
+class _FFmpegReader:
+    """``read(n)``: up to ``n`` frames ``(frames, channels)`` float32 from FFmpeg's decoded frames.
+
+    Frames are converted to packed float in the stream's own channel layout and rate (a sample
+    format change only: resampling stays soxr's, in :func:`_read_mono`), and at most one decoded
+    frame beyond ``n`` is held.
+    """
+
+    def __init__(self, frames: Iterator[av.AudioFrame], layout: av.AudioLayout, skip: int) -> None:
+        self._frames = frames
+        self._channels = layout.nb_channels
+        self._skip = skip
+        self._converter = av.AudioResampler(format="flt", layout=layout)
+        self._held = np.zeros((0, self._channels), dtype=np.float32)
+
+    def read(self, n: int) -> np.ndarray:
+        parts, have = [self._held], len(self._held)
+        while have < n:
+            block = self._next_block()
+            if block is None:
+                break
+            parts.append(block)
+            have += len(block)
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._held = data[n:]
+        return data[:n]
+
+    def _next_block(self) -> np.ndarray | None:
+        """The next decoded frame as ``(frames, channels)``, after the frames to skip; ``None`` at the end."""
+        while True:
+            frame = next(self._frames, None)
+            if frame is None:
+                return None
+            block = np.concatenate([f.to_ndarray().reshape(-1, self._channels) for f in self._converter.resample(frame)])
+            if self._skip >= len(block):
+                self._skip -= len(block)
+                continue
+            block, self._skip = block[self._skip :], 0
+            return block
+
+
+def _read_mono(
+    read: Callable[[int], np.ndarray], source: _Source, max_duration: float, sample_rate: int, name: str
+) -> _Decoded:
+    """Read up to ``max_duration`` s, averaging channels and resampling one block at a time.
+
+    ``read(n)`` returns up to ``n`` frames as ``(frames, channels)`` float32. Files with more
+    than :data:`MAX_SAMPLES_PER_SECOND` samples per second have a shorter excerpt read.
     Samples are scaled by :data:`_HEADROOM` before anything adds them up; the caller undoes it.
     The output goes straight into one array sized from the header: no list of blocks to join,
     which would double the memory and leave a heap of freed blocks in a long-running server.
     """
-    block_frames = max(1, _BLOCK_SAMPLES // f.channels)
-    resampler = None if f.samplerate == sample_rate else soxr.ResampleStream(f.samplerate, sample_rate, 1, quality="HQ")
-    expected = min(max_frames, max(f.frames - f.tell(), 0)) if f.seekable() else 0
-    out = _Output(math.ceil(expected * sample_rate / f.samplerate) + _BLOCK_SAMPLES)
+    max_frames = int(max_duration * min(source.rate, MAX_SAMPLES_PER_SECOND / source.channels))
+    block_frames = max(1, _BLOCK_SAMPLES // source.channels)
+    resampler = None if source.rate == sample_rate else soxr.ResampleStream(source.rate, sample_rate, 1, quality="HQ")
+    out = _Output(math.ceil(min(max_frames, source.frames_left) * sample_rate / source.rate) + _BLOCK_SAMPLES)
     frames, peak = 0, 0.0
     while frames < max_frames:
-        data = f.read(min(block_frames, max_frames - frames), dtype="float32", always_2d=True)
+        data = read(min(block_frames, max_frames - frames))
         if len(data) == 0:
             break
         data *= np.float32(_HEADROOM)
-        mono = data[:, 0] if f.channels == 1 else data.mean(axis=1)
+        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
         if not np.all(np.isfinite(mono)):
             raise AudioError(f"{name}: contains invalid (NaN or infinite) samples")
         peak = max(peak, float(np.max(np.abs(mono))))
@@ -188,7 +295,7 @@ def _read_mono(f: sf.SoundFile, max_frames: int, sample_rate: int, name: str) ->
         out.append(mono if resampler is None else resampler.resample_chunk(np.ascontiguousarray(mono)))
     if resampler is not None and frames > 0:
         out.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    return _Decoded(out.array(), frames, peak)
+    return _Decoded(out.array(), frames, peak, source.rate, source.seconds)
 
 
 class _Output:
@@ -242,12 +349,12 @@ def _check_content(frames: int, source_rate: int, peak: float, min_duration: flo
 
 
 def _decode_error(path: Path, err: Exception) -> AudioError:
-    """The user-facing reason libsndfile could not decode ``path`` (never the server-side path)."""
+    """The user-facing reason ``path`` could not be decoded (never the server-side path)."""
     name, ext = path.name, path.suffix.lower()
     if ext and ext not in SUPPORTED_EXTENSIONS:
         supported = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
         return AudioError(f"{name}: unsupported format '{ext}' (supported: {supported})")
-    reason = getattr(err, "error_string", None) or type(err).__name__
+    reason = getattr(err, "error_string", None) or getattr(err, "strerror", None) or type(err).__name__
     if _MISLEADING_OPEN_ERROR in reason:
         # The file exists and is regular (checked above), and libmpg123's own reasons reach
         # only stderr: what is true is that the decoder found no valid stream in it.

@@ -39,8 +39,10 @@ def make_bad_inputs(root: Path) -> dict[str, Path]:
     bad["silent"] = root / "silent.wav"
     sf.write(bad["silent"], np.zeros(22_050 * 5, dtype=np.float32), 22_050)
     bad["too_short"] = write_clip(root / "half_second.wav", "hihat", 0.5)
-    bad["unsupported"] = root / "song.m4a"
-    bad["unsupported"].write_bytes(struct.pack(">I", 24) + b"ftypM4A " + bytes(200))
+    bad["unsupported"] = root / "song.xyz"
+    bad["unsupported"].write_bytes(b"Neither libsndfile nor FFmpeg reads this.\n" * 20)
+    bad["corrupt_m4a"] = root / "song.m4a"
+    bad["corrupt_m4a"].write_bytes(struct.pack(">I", 24) + b"ftypM4A " + bytes(200))
     bad["directory"] = root / "a_folder.wav"
     bad["directory"].mkdir(exist_ok=True)
     bad["missing"] = root / "does_not_exist.mp3"
@@ -67,7 +69,8 @@ BAD_INPUT_ERRORS: dict[str, str] = {
     "zero_frames": "contains no audio frames",
     "silent": "the audio is silent",
     "too_short": "too short to judge",
-    "unsupported": "unsupported format '.m4a'",
+    "unsupported": "unsupported format '.xyz'",
+    "corrupt_m4a": "not a readable audio file",
     "directory": "not a file",
     "missing": "file not found",
     "text_as_mp3": "not a valid MP3 file",
