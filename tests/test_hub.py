@@ -34,20 +34,42 @@ def offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
+@pytest.fixture()
+def uncached_default(monkeypatch):
+    """The default repo (no source named, no ``$GENREWIZ_MODEL``) is one the Hub cache lacks."""
+    monkeypatch.delenv("GENREWIZ_MODEL", raising=False)
+    monkeypatch.setattr(hub, "DEFAULT_REPO_ID", "nobody/not-cached")
+
+
 def test_bundled_weights_load_strictly():
     model, source = load_model(BUNDLED_DIR)
     assert source.kind == "local" and isinstance(model, PCRNN) and len(model.labels) == 10
 
 
-def test_offline_repo_not_in_cache_falls_back_to_bundled(offline, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="genrewiz"):
-        model, source = load_model("nobody/not-cached", cache_dir=tmp_path)
+def test_offline_default_repo_not_in_cache_falls_back_to_bundled_in_one_log_line(offline, uncached_default, tmp_path, caplog):
+    with caplog.at_level(logging.DEBUG):
+        model, source = load_model(cache_dir=tmp_path)
     assert source.kind == "bundled" and source.directory == BUNDLED_DIR
     reference = PCRNN.from_pretrained(BUNDLED_DIR)
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, atol=0, rtol=0)
-    assert "falling back to the bundled weights" in caplog.text
-    assert "GenreWiz weights: bundled weights" in caplog.text
+    assert [r.getMessage() for r in caplog.records if "weights" in r.getMessage()] == [
+        "GenreWiz weights: bundled weights (genrewiz/weights), as nobody/not-cached could not be fetched from the Hub: "
+        "the Hub is unreachable or offline mode is on, and it is not in the local cache"
+    ]
+
+
+@pytest.mark.parametrize("named", ["someone/typo", "runs/filtred", "runs/filtred/best", "./runs/filtred"])
+def test_a_named_source_that_cannot_load_is_an_error(offline, tmp_path, monkeypatch, named):
+    """A mistyped --model or $GENREWIZ_MODEL never silently loads other weights, whether it looks like a path or a repo."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "filtered").mkdir(parents=True)
+    expected = "model folder not found" if named.startswith(("runs", "./")) else "could not be fetched from the Hub"
+    with pytest.raises(FileNotFoundError, match=expected):
+        resolve_source(named, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("GENREWIZ_MODEL", named)
+    with pytest.raises(FileNotFoundError, match=expected):
+        resolve_source(cache_dir=tmp_path / "cache")
 
 
 def test_offline_repo_in_cache_loads_from_cache(offline, tmp_path):
@@ -70,7 +92,11 @@ def test_unreachable_hub_without_offline_flag_uses_cache_at_once(monkeypatch, tm
     assert not hub._hub_reachable()
     fake_hub_cache(tmp_path, REPO, PCRNN(), commit="c" * 40)
     assert resolve_source(REPO, cache_dir=tmp_path).revision == "c" * 40
-    assert resolve_source("nobody/else", cache_dir=tmp_path).kind == "bundled"
+    with pytest.raises(FileNotFoundError, match="unreachable"):
+        resolve_source("nobody/else", cache_dir=tmp_path)
+    monkeypatch.setattr(hub, "DEFAULT_REPO_ID", "nobody/else")
+    monkeypatch.delenv("GENREWIZ_MODEL", raising=False)
+    assert resolve_source(cache_dir=tmp_path).kind == "bundled"
 
 
 def test_env_var_selects_the_model(monkeypatch, tmp_path):
@@ -92,10 +118,15 @@ def test_metrics_are_read_from_the_checkpoint(tmp_path):
     assert resolve_source(str(tmp_path)).metrics() == {"accuracy": 0.5}
 
 
-def test_real_process_with_hf_hub_offline_uses_bundled_weights(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "GENREWIZ_MODEL": "nobody/absent"}
-    code = "from genrewiz import GenreClassifier; print(GenreClassifier.from_pretrained().source.kind)"
+def test_real_process_with_hf_hub_offline_uses_bundled_weights_and_says_so_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GENREWIZ_MODEL"} | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from genrewiz import GenreClassifier; print(GenreClassifier.from_pretrained().source.kind)"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "bundled"
-    assert "falling back to the bundled weights" in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "weights" in line]
+    assert len(lines) == 1 and lines[0].startswith("GenreWiz weights: bundled weights"), done.stderr
+    assert "genrewiz/pcrnn-gtzan could not be fetched from the Hub" in lines[0]
