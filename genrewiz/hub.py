@@ -1,35 +1,33 @@
 """Where the weights come from: a Hub repo, a local checkpoint folder, or the bundled fallback.
 
 Resolution order: the ``source`` argument, else ``$GENREWIZ_MODEL``, else :data:`DEFAULT_REPO_ID`.
-A source named in either of the first two ways must load: a mistyped folder or an unreachable
-repo is an error, never other weights. Only the default repo, when it cannot be fetched
-(offline, ``HF_HUB_OFFLINE=1``, not cached), falls back to the checkpoint shipped inside the
-package; one log line says which weights are in use and, for the fallback, why.
+A repo that cannot be fetched (offline, ``HF_HUB_OFFLINE=1``, not cached, missing) falls back
+to the checkpoint shipped inside the package, and one log line says which weights are in use.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, is_offline_mode, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from .model import PCRNN
+if TYPE_CHECKING:  # torch is imported only when a PyTorch model is built
+    from .model import PCRNN
 
 logger = logging.getLogger("genrewiz")
 
 DEFAULT_REPO_ID = "genrewiz/pcrnn-gtzan"
 MODEL_ENV_VAR = "GENREWIZ_MODEL"
 BUNDLED_DIR = Path(__file__).with_name("weights")
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "README.md")
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx", "metrics.json", "README.md")
 """What a checkpoint folder holds: weights, config, and the evaluation that backs its numbers."""
 _PROBE_TIMEOUT = 3.0
 
@@ -42,16 +40,13 @@ class ModelSource:
     location: str
     directory: Path
     revision: str | None = None
-    fallback_reason: str | None = None
-    """Why the default repo was not used, when these are the bundled weights in its place."""
 
     def describe(self) -> str:
         """One human line, e.g. ``Hub genrewiz/pcrnn-gtzan @ 3f2a1c9``."""
         if self.kind == "hub":
             return f"Hub {self.location} @ {(self.revision or '?')[:7]}"
         if self.kind == "bundled":
-            why = f", as {self.fallback_reason}" if self.fallback_reason else ""
-            return f"bundled weights (genrewiz/weights){why}"
+            return "bundled weights (genrewiz/weights)"
         return f"local checkpoint {self.directory}"
 
     def metrics(self) -> dict[str, Any] | None:
@@ -68,22 +63,15 @@ def bundled_source() -> ModelSource:
 def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None) -> ModelSource:
     """Find a checkpoint folder on disk for ``source``, downloading it from the Hub if needed.
 
-    A named source (``source`` or ``$GENREWIZ_MODEL``) must load. It is a local folder when one
-    exists there; a path that cannot be a Hub repo id (it starts with ``/``, ``.`` or ``~``, or
-    has more than two parts) is a missing folder; anything else is a repo id, which must be
-    fetched or in the cache (the error for ``runs/filtred``, whose ``runs/`` exists, says that
-    the folder is missing too). Only :data:`DEFAULT_REPO_ID`, named by nobody, falls back to
-    :func:`bundled_source`.
-
-    Raises:
-        FileNotFoundError: a named source is neither a folder nor a repo that can be fetched.
+    A path (existing folder, or anything starting with ``/``, ``.`` or ``~``) must exist: a
+    mistyped path is an error, never a silent fallback. A repo id that cannot be fetched falls
+    back to :func:`bundled_source`.
     """
-    named = os.fspath(source or os.environ.get(MODEL_ENV_VAR) or "")
-    source = named or DEFAULT_REPO_ID
+    source = os.fspath(source or os.environ.get(MODEL_ENV_VAR) or DEFAULT_REPO_ID)
     path = Path(source).expanduser()
     if path.is_dir():
         return ModelSource("local", source, path.resolve())
-    if named and _is_local_path(source):
+    if source.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"model folder not found: {source}")
     offline = is_offline_mode() or not _hub_reachable()
     try:
@@ -92,29 +80,18 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
         )
     except (OSError, HfHubHTTPError, ValueError) as err:
         not_cached = offline and isinstance(err, OSError)
-        why = "the Hub is unreachable or offline mode is on, and it is not in the local cache" if not_cached else _first_line(err)
-        if named and Path(path.parts[0]).is_dir():
-            raise FileNotFoundError(f"model folder not found: {source} (nor could a Hub repo of that name be fetched: {why})") from err
-        if named:
-            raise FileNotFoundError(f"model {source} is not a local folder and could not be fetched from the Hub: {why}") from err
-        return dataclasses.replace(bundled_source(), fallback_reason=f"{source} could not be fetched from the Hub: {why}")
+        why = "the Hub is unreachable or offline mode is on, and it is not in the local cache" if not_cached else err
+        logger.warning("Could not get %s from the Hub (%s); falling back to the bundled weights.", source, why)
+        return bundled_source()
     return ModelSource("hub", source, directory, revision=directory.name)
-
-
-def _is_local_path(source: str) -> bool:
-    """Whether ``source`` can only be meant as a folder: never a valid ``owner/name`` Hub repo id."""
-    return source.startswith(("/", ".", "~")) or len(Path(source).parts) > 2
-
-
-def _first_line(err: Exception) -> str:
-    """An exception's message without the request details the Hub client appends on later lines."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def load_model(
     source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None
 ) -> tuple[PCRNN, ModelSource]:
     """Resolve ``source`` (see :func:`resolve_source`) and load it strictly, in eval mode."""
+    from .model import PCRNN
+
     resolved = resolve_source(source, cache_dir=cache_dir)
     model = PCRNN.from_pretrained(resolved.directory)
     logger.info("GenreWiz weights: %s", resolved.describe())

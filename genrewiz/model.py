@@ -24,6 +24,7 @@ The student version this replaces had three bugs, fixed here:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from torch import nn
 
 from .features import FeatureConfig
+
+logger = logging.getLogger("genrewiz")
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues",
@@ -141,6 +144,26 @@ class PCRNN(
         _, hidden = self.gru(seq)
         rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
         return self.classifier(self.dropout(torch.cat([cnn_features, rnn], dim=1)))
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``model.safetensors`` (the mixin's) and ``model.onnx`` exported from those very weights.
+
+        The ONNX graph is what :class:`~genrewiz.predict.GenreClassifier` serves with ONNX
+        Runtime; it records the SHA-256 of the weights file so a stale graph is never used.
+        Exporting needs the ``onnx`` package (a training dependency): without it only the
+        weights are written, and the checkpoint is served by PyTorch.
+        """
+        super()._save_pretrained(save_directory)
+        from .engine import ONNX_FILE, WEIGHTS_FILE, export_onnx, weights_digest
+
+        onnx_path = Path(save_directory) / ONNX_FILE
+        onnx_path.unlink(missing_ok=True)
+        try:
+            import onnx  # noqa: F401  (checked here so a missing package is one clear log line)
+        except ImportError:
+            logger.warning("onnx is not installed: %s not written; this checkpoint will run in PyTorch.", onnx_path)
+            return
+        export_onnx(self, onnx_path, weights_digest(Path(save_directory) / WEIGHTS_FILE))
 
     @classmethod
     def _from_pretrained(

@@ -7,17 +7,23 @@ that the CLI can decode in worker processes while one model serves them all.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
+from .engine import OnnxEngine, TorchEngine
 from .features import FeatureConfig, log_mel, make_windows
-from .hub import ModelSource, load_model
-from .model import PCRNN
+from .hub import ModelSource, resolve_source
+
+if TYPE_CHECKING:
+    from .model import PCRNN
+
+logger = logging.getLogger("genrewiz")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,10 @@ def analyse(
 class GenreClassifier:
     """A loaded PCRNN and its feature settings, ready to classify any number of songs.
 
+    :meth:`from_pretrained` serves a checkpoint with ONNX Runtime when its folder has a
+    ``model.onnx`` exported from its weights (:class:`~genrewiz.engine.OnnxEngine`; torch is
+    then not even imported), and with PyTorch otherwise. ``engine`` says which.
+
     Example:
         >>> classifier = GenreClassifier.from_pretrained()          # doctest: +SKIP
         >>> classifier.predict("song.mp3").top(3)                   # doctest: +SKIP
@@ -98,43 +108,81 @@ class GenreClassifier:
 
     def __init__(
         self,
-        model: PCRNN,
+        model: PCRNN | None = None,
         source: ModelSource | None = None,
         max_duration: float = DEFAULT_MAX_DURATION,
         batch_size: int = 16,
         num_threads: int | None = 1,
+        *,
+        engine: OnnxEngine | None = None,
     ) -> None:
-        """Wrap a loaded model; ``num_threads`` sets torch's (process-wide) intra-op threads.
+        """Wrap a loaded ``model`` (run in PyTorch), or an ONNX ``engine`` and its checkpoint's ``source``.
 
-        One thread is the default because serving overlaps work: the app runs two predictions
-        at once and the CLI decodes in other processes, and on busy cores torch's spinning
-        threads made a PCRNN training step over 10x slower here. Alone on an idle machine two
-        threads are ~1.7x faster for one song (``benchmarks/bench_inference.py`` prints both);
-        ``None`` leaves torch's setting alone.
+        ``num_threads`` is the intra-op thread count of whichever runs the model (for torch,
+        process-wide). One is the default because serving overlaps work: the app runs two
+        predictions at once and the CLI decodes in other processes, and on busy cores torch's
+        spinning threads made a PCRNN training step over 10x slower here. ``None`` leaves the
+        library's own default (one thread per core).
         """
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
-        self.model = model.eval()
+        if model is None and engine is None:
+            raise ValueError("GenreClassifier needs a model or an engine")
+        if engine is None:
+            import torch
+
+            if num_threads is not None:
+                torch.set_num_threads(num_threads)
+            model = model.eval()
+        self._model = model
+        self.engine: OnnxEngine | TorchEngine = engine or TorchEngine(model, batch_size)
         self.source = source
         self.max_duration = max_duration
         self.batch_size = batch_size
+        self.num_threads = num_threads
 
     @classmethod
     def from_pretrained(
         cls, source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None, **kwargs
     ) -> GenreClassifier:
         """Load weights from a Hub repo id, a local folder, or (by default) the resolved checkpoint."""
-        model, resolved = load_model(source, cache_dir=cache_dir)
+        resolved = resolve_source(source, cache_dir=cache_dir)
+        engine = OnnxEngine.for_checkpoint(resolved.directory, kwargs.get("num_threads", 1), kwargs.get("batch_size", 16))
+        if engine is not None:
+            logger.info("GenreWiz weights: %s (ONNX Runtime)", resolved.describe())
+            return cls(source=resolved, engine=engine, **kwargs)
+        from .model import PCRNN
+
+        model = PCRNN.from_pretrained(resolved.directory)
+        logger.info("GenreWiz weights: %s (PyTorch)", resolved.describe())
         return cls(model, resolved, **kwargs)
+
+    @property
+    def model(self) -> PCRNN:
+        """The PCRNN in PyTorch; loaded from the checkpoint on first use when ONNX Runtime serves."""
+        if self._model is None:
+            if self.source is None:
+                raise ValueError("no checkpoint folder to load the PyTorch model from")
+            import torch
+
+            from .model import PCRNN
+
+            if self.num_threads is not None:
+                torch.set_num_threads(self.num_threads)
+            self._model = PCRNN.from_pretrained(self.source.directory)
+        return self._model
 
     @property
     def config(self) -> FeatureConfig:
         """The feature settings the model was trained with."""
+        if isinstance(self.engine, OnnxEngine):
+            assert self.engine.config is not None  # for_checkpoint only accepts graphs that carry it
+            return self.engine.config
         return self.model.features
 
     @property
     def labels(self) -> tuple[str, ...]:
         """Genre names in the model's output order."""
+        if isinstance(self.engine, OnnxEngine):
+            return self.engine.labels
         return tuple(self.model.labels)
 
     def predict(self, audio: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None) -> Prediction:
@@ -145,7 +193,8 @@ class GenreClassifier:
         """Run the model over every window of an analysed song and average the probabilities.
 
         ``cnn_features`` is the CNN branch's output for the song's windows when it is already
-        known (training caches a frozen pretrained branch's); the rest of the path is the same.
+        known (training caches a frozen pretrained branch's); the rest of the path is the same,
+        in PyTorch.
 
         Raises:
             AudioError: the model's output is not finite (never returned as an answer).
@@ -168,16 +217,8 @@ class GenreClassifier:
     def window_probabilities(self, windows: np.ndarray, cnn_features: np.ndarray | None = None) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
 
-        Runs on whatever device the model is on (training validates on the GPU this way).
+        A known ``cnn_features`` always runs in PyTorch (the ONNX graph is the whole model).
         """
-        device = next(self.model.parameters()).device
-        batches = []
-        with torch.inference_mode():
-            for i in range(0, len(windows), self.batch_size):
-                x = torch.from_numpy(windows[i : i + self.batch_size]).to(device)
-                if cnn_features is None:
-                    logits = self.model(x)
-                else:
-                    logits = self.model.head(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device), x)
-                batches.append(torch.softmax(logits, dim=1).cpu())
-        return torch.cat(batches).numpy()
+        if cnn_features is not None and not isinstance(self.engine, TorchEngine):
+            return TorchEngine(self.model, self.batch_size).window_probabilities(windows, cnn_features)
+        return self.engine.window_probabilities(windows, cnn_features)

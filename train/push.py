@@ -17,6 +17,7 @@ UPLOADED = (
     "README.md",
     "config.json",
     "model.safetensors",
+    "model.onnx",
     "metrics.json",
     "history.json",
     "classification_report.txt",

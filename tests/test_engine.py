@@ -1,0 +1,132 @@
+"""ONNX Runtime serving: ``save_pretrained`` writes a graph tied to its weights, and it answers as torch does."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genrewiz import GenreClassifier
+from genrewiz.engine import ONNX_FILE, OnnxEngine, TorchEngine
+from genrewiz.hub import BUNDLED_DIR
+from genrewiz.model import PCRNN
+from genrewiz.musicnn import MUSICNN_FEATURES
+from synthetic import synth_clip, write_clip
+
+GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini" / "genres"
+REAL_CLIPS = ("blues/blues.00000.wav", "classical/classical.00001.wav", "metal/metal.00002.wav", "reggae/reggae.00003.wav")
+
+
+def _checkpoint(folder: Path, branch: str) -> Path:
+    """A saved checkpoint of either architecture, with trained-looking (non-trivial) statistics."""
+    torch.manual_seed(0)
+    if branch == "musicnn":
+        model = PCRNN(cnn_branch="musicnn", features=MUSICNN_FEATURES)
+        model.cnn.load_pretrained()
+        with torch.no_grad():
+            model.cnn.norm.running_mean.normal_()
+            model.cnn.norm.running_var.uniform_(0.5, 2.0)
+    else:
+        model = PCRNN()
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["scratch", "musicnn"])
+def checkpoint(request, tmp_path_factory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def test_save_pretrained_writes_onnx_that_serves(checkpoint):
+    assert (checkpoint / ONNX_FILE).is_file()
+    classifier = GenreClassifier.from_pretrained(checkpoint)
+    assert isinstance(classifier.engine, OnnxEngine)
+    reference = PCRNN.from_pretrained(checkpoint)
+    assert classifier.labels == tuple(reference.labels)
+    assert classifier.config == reference.features
+
+
+def _songs() -> list[np.ndarray]:
+    """Generated audio at 22,050 Hz, from shorter than one window to several windows long."""
+    lengths = (("pad", 5.0), ("chirp", 31.0), ("bass_pulse", 75.0), ("hihat", 12.0))
+    return [synth_clip(style, seconds, seed=i) for i, (style, seconds) in enumerate(lengths)]
+
+
+def test_onnx_matches_torch_on_generated_audio(checkpoint):
+    onnx = GenreClassifier.from_pretrained(checkpoint)
+    torch_classifier = GenreClassifier(PCRNN.from_pretrained(checkpoint))
+    for waveform in _songs():
+        a, b = onnx.predict(waveform, 22_050), torch_classifier.predict(waveform, 22_050)
+        np.testing.assert_allclose(a.window_probabilities, b.window_probabilities, atol=1e-4, rtol=0)
+        assert a.window_probabilities.shape[1] == len(onnx.labels)
+
+
+@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason=f"GTZAN clips not found at {GTZAN_MINI}")
+def test_onnx_matches_torch_on_real_clips(checkpoint):
+    onnx = GenreClassifier.from_pretrained(checkpoint)
+    torch_classifier = GenreClassifier(PCRNN.from_pretrained(checkpoint))
+    for clip in REAL_CLIPS:
+        a, b = onnx.predict(GTZAN_MINI / clip), torch_classifier.predict(GTZAN_MINI / clip)
+        np.testing.assert_allclose(a.window_probabilities, b.window_probabilities, atol=1e-4, rtol=0)
+
+
+def test_stale_onnx_falls_back_to_torch(tmp_path, caplog):
+    folder = _checkpoint(tmp_path / "ck", "scratch")
+    stale = (folder / ONNX_FILE).read_bytes()
+    torch.manual_seed(1)
+    PCRNN().save_pretrained(folder)  # new weights ...
+    (folder / ONNX_FILE).write_bytes(stale)  # ... beside the old graph
+    with caplog.at_level(logging.WARNING, logger="genrewiz"):
+        classifier = GenreClassifier.from_pretrained(folder)
+    assert isinstance(classifier.engine, TorchEngine)
+    assert "was not exported from the model.safetensors beside it" in caplog.text
+
+
+def test_checkpoint_without_onnx_runs_in_torch(tmp_path):
+    folder = _checkpoint(tmp_path / "ck", "scratch")
+    (folder / ONNX_FILE).unlink()
+    classifier = GenreClassifier.from_pretrained(folder)
+    assert isinstance(classifier.engine, TorchEngine)
+    assert classifier.predict(synth_clip("pad", 5.0), 22_050).probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_known_cnn_features_run_in_torch_beside_onnx(tmp_path):
+    """Training's path (a cached CNN-branch output) still works on a classifier ONNX serves."""
+    folder = _checkpoint(tmp_path / "ck", "scratch")
+    classifier = GenreClassifier.from_pretrained(folder)
+    waveform = synth_clip("chirp", 40.0)
+    from genrewiz.features import make_windows
+    from genrewiz.predict import analyse
+
+    analysis = analyse(waveform, classifier.config, 22_050)
+    windows = torch.from_numpy(make_windows(analysis.mel, classifier.config).data)
+    with torch.inference_mode():
+        cnn = classifier.model.cnn(windows).numpy()
+    known = classifier.classify(analysis, cnn)
+    np.testing.assert_allclose(known.window_probabilities, classifier.classify(analysis).window_probabilities, atol=1e-4)
+
+
+def test_onnx_serving_never_imports_torch(tmp_path):
+    """The CLI and the app pay only for onnxruntime when the checkpoint has a graph."""
+    folder = _checkpoint(tmp_path / "ck", "scratch")
+    clip = write_clip(tmp_path / "clip.wav", "pad", 8.0)
+    code = (
+        "import sys; from genrewiz import GenreClassifier; "
+        f"c = GenreClassifier.from_pretrained({str(folder)!r}); print(c.engine.name, c.predict({str(clip)!r}).genre); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("onnxruntime ")
+
+
+def test_bundled_checkpoint_serves_with_its_engine():
+    """Whichever architecture is bundled, it loads, and ONNX serves it when it ships a graph."""
+    classifier = GenreClassifier.from_pretrained(BUNDLED_DIR)
+    expected = OnnxEngine if (BUNDLED_DIR / ONNX_FILE).is_file() else TorchEngine
+    assert isinstance(classifier.engine, expected)
