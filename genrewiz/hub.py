@@ -1,12 +1,15 @@
 """Where the weights come from: a Hub repo, a local checkpoint folder, or the bundled fallback.
 
 Resolution order: the ``source`` argument, else ``$GENREWIZ_MODEL``, else :data:`DEFAULT_REPO_ID`.
-A repo that cannot be fetched (offline, ``HF_HUB_OFFLINE=1``, not cached, missing) falls back
-to the checkpoint shipped inside the package, and one log line says which weights are in use.
+A source named in either of the first two ways must load: a mistyped folder or an unreachable
+repo is an error, never other weights. Only the default repo, when it cannot be fetched
+(offline, ``HF_HUB_OFFLINE=1``, not cached), falls back to the checkpoint shipped inside the
+package; one log line says which weights are in use and, for the fallback, why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -40,13 +43,16 @@ class ModelSource:
     location: str
     directory: Path
     revision: str | None = None
+    fallback_reason: str | None = None
+    """Why the default repo was not used, when these are the bundled weights in its place."""
 
     def describe(self) -> str:
         """One human line, e.g. ``Hub genrewiz/pcrnn-gtzan @ 3f2a1c9``."""
         if self.kind == "hub":
             return f"Hub {self.location} @ {(self.revision or '?')[:7]}"
         if self.kind == "bundled":
-            return "bundled weights (genrewiz/weights)"
+            why = f", as {self.fallback_reason}" if self.fallback_reason else ""
+            return f"bundled weights (genrewiz/weights){why}"
         return f"local checkpoint {self.directory}"
 
     def metrics(self) -> dict[str, Any] | None:
@@ -63,15 +69,22 @@ def bundled_source() -> ModelSource:
 def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None) -> ModelSource:
     """Find a checkpoint folder on disk for ``source``, downloading it from the Hub if needed.
 
-    A path (existing folder, or anything starting with ``/``, ``.`` or ``~``) must exist: a
-    mistyped path is an error, never a silent fallback. A repo id that cannot be fetched falls
-    back to :func:`bundled_source`.
+    A named source (``source`` or ``$GENREWIZ_MODEL``) must load. It is a local folder when one
+    exists there; a path that cannot be a Hub repo id (it starts with ``/``, ``.`` or ``~``, or
+    has more than two parts) is a missing folder; anything else is a repo id, which must be
+    fetched or in the cache (the error for ``runs/filtred``, whose ``runs/`` exists, says that
+    the folder is missing too). Only :data:`DEFAULT_REPO_ID`, named by nobody, falls back to
+    :func:`bundled_source`.
+
+    Raises:
+        FileNotFoundError: a named source is neither a folder nor a repo that can be fetched.
     """
-    source = os.fspath(source or os.environ.get(MODEL_ENV_VAR) or DEFAULT_REPO_ID)
+    named = os.fspath(source or os.environ.get(MODEL_ENV_VAR) or "")
+    source = named or DEFAULT_REPO_ID
     path = Path(source).expanduser()
     if path.is_dir():
         return ModelSource("local", source, path.resolve())
-    if source.startswith(("/", ".", "~")):
+    if named and _is_local_path(source):
         raise FileNotFoundError(f"model folder not found: {source}")
     offline = is_offline_mode() or not _hub_reachable()
     try:
@@ -80,10 +93,23 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
         )
     except (OSError, HfHubHTTPError, ValueError) as err:
         not_cached = offline and isinstance(err, OSError)
-        why = "the Hub is unreachable or offline mode is on, and it is not in the local cache" if not_cached else err
-        logger.warning("Could not get %s from the Hub (%s); falling back to the bundled weights.", source, why)
-        return bundled_source()
+        why = "the Hub is unreachable or offline mode is on, and it is not in the local cache" if not_cached else _first_line(err)
+        if named and Path(path.parts[0]).is_dir():
+            raise FileNotFoundError(f"model folder not found: {source} (nor could a Hub repo of that name be fetched: {why})") from err
+        if named:
+            raise FileNotFoundError(f"model {source} is not a local folder and could not be fetched from the Hub: {why}") from err
+        return dataclasses.replace(bundled_source(), fallback_reason=f"{source} could not be fetched from the Hub: {why}")
     return ModelSource("hub", source, directory, revision=directory.name)
+
+
+def _is_local_path(source: str) -> bool:
+    """Whether ``source`` can only be meant as a folder: never a valid ``owner/name`` Hub repo id."""
+    return source.startswith(("/", ".", "~")) or len(Path(source).parts) > 2
+
+
+def _first_line(err: Exception) -> str:
+    """An exception's message without the request details the Hub client appends on later lines."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def load_model(
