@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any, Literal
 
-import librosa
 import numpy as np
 
 
 _TAIL_TOLERANCE = 0.05
+_AMIN = 1e-10  # librosa.power_to_db's floor on power before the log
+_STFT_BLOCK = 256  # frames per FFT block: a few MB of float64 frames at a time, whatever the song length
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,69 @@ class Windows:
     padded: bool
 
 
+def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """``n_mels`` frequencies (Hz) evenly spaced on the Slaney mel scale: ``librosa.mel_frequencies`` (htk=False)."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+
+    def hz_to_mel(hz: float) -> float:
+        return min_log_mel + np.log(hz / min_log_hz) / logstep if hz >= min_log_hz else hz / f_sp
+
+    mels = np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels)
+    hz = f_sp * mels
+    log = mels >= min_log_mel
+    hz[log] = min_log_hz * np.exp(logstep * (mels[log] - min_log_mel))
+    return hz
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    """Slaney-normalised triangular mel filters ``(n_mels, 1 + n_fft // 2)`` float32: ``librosa.filters.mel``.
+
+    Written out in numpy so that computing a spectrogram never imports librosa and scipy
+    (about 1.3 s, paid in every decoding worker of the CLI); ``tests/test_speed_equivalence.py``
+    checks it against librosa.
+    """
+    fmax = float(sample_rate) / 2 if fmax is None else fmax
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mel_f = mel_frequencies(n_mels + 2, fmin, fmax)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    weights.setflags(write=False)
+    return weights
+
+
+def mel_power(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Mel power spectrogram ``(frames, n_mels)`` float32: ``librosa.feature.melspectrogram`` (power 2).
+
+    Centred Hann-windowed frames over a zero-padded signal, FFT in float64 rounded to complex64
+    as librosa rounds it, one block of frames at a time (only the float32 power is kept whole,
+    half of what librosa's complex64 STFT holds).
+    """
+    y = np.ascontiguousarray(waveform, dtype=np.float32)
+    n_fft, hop = config.n_fft, config.hop_length
+    padded = np.pad(y, n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    window = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n_fft + 1))[:n_fft]  # periodic Hann, as scipy computes it
+    basis = mel_filterbank(config.sample_rate, n_fft, config.n_mels, config.fmin, config.fmax)
+    power = np.empty((len(frames), 1 + n_fft // 2), dtype=np.float32)
+    for start in range(0, len(frames), _STFT_BLOCK):
+        spectrum = np.fft.rfft(frames[start : start + _STFT_BLOCK] * window, axis=1).astype(np.complex64)
+        power[start : start + _STFT_BLOCK] = np.abs(spectrum) ** 2
+    return (basis @ power.T).T  # one (mels, frames) product over the whole song, as librosa's: the same sums
+
+
+def power_to_db(power: np.ndarray, top_db: float) -> np.ndarray:
+    """dB relative to the peak, floored at ``-top_db``: ``librosa.power_to_db(ref=np.max)``, same float32 steps."""
+    log_spec = 10.0 * np.log10(np.maximum(_AMIN, power))
+    log_spec -= 10.0 * np.log10(np.maximum(_AMIN, np.max(power)))
+    return np.maximum(log_spec, log_spec.max() - top_db)
+
+
 def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Log-compressed mel spectrogram ``(frames, n_mels)`` float32 on the config's ``scale``.
 
@@ -97,21 +162,12 @@ def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     song was mastered at does not matter. ``"logc"``: ``log10(1 + 10000 * power)``, computed in
     float32 (musicnn's own extractor casts to float16 first, which overflows on loud music).
     """
-    mel = librosa.feature.melspectrogram(
-        y=np.ascontiguousarray(waveform, dtype=np.float32),
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
-        fmin=config.fmin,
-        fmax=config.fmax,
-        power=2.0,
-    ).astype(np.float32)
+    mel = mel_power(waveform, config)
     if config.scale == "logc":
         compressed = np.log10(np.float32(1.0) + np.float32(10_000.0) * mel)
     else:
-        compressed = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
-    return np.ascontiguousarray(compressed.T, dtype=np.float32)
+        compressed = power_to_db(mel, config.top_db)
+    return np.ascontiguousarray(compressed, dtype=np.float32)
 
 
 def to_db(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -122,7 +178,7 @@ def to_db(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if config.scale == "db":
         return mel
     power = (np.power(np.float32(10.0), mel, dtype=np.float32) - np.float32(1.0)) / np.float32(10_000.0)
-    return librosa.power_to_db(np.maximum(power, 0.0), ref=np.max, top_db=config.top_db).astype(np.float32)
+    return power_to_db(np.maximum(power, np.float32(0.0)), config.top_db).astype(np.float32)
 
 
 def normalize(mel: np.ndarray, config: FeatureConfig) -> np.ndarray:
