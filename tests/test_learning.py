@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
+import torch
 
 from genrewiz import GenreClassifier
 from tests.synthetic import STYLES
 from tests.test_train_data import TINY, make_tree
 from genrewiz.musicnn import MUSICNN_FEATURES, PATCH_FRAMES
 from train import data
-from train.train import Recipe, Setup, train_split
+from train.train import Recipe, Setup, build_model, train_split
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +64,31 @@ def test_frozen_musicnn_branch_learns_in_two_epochs_from_its_cache(tmp_path):
     classifier = GenreClassifier(model)
     accuracy = sum(classifier.predict(c.path).genre == c.label for c in split.valid) / len(split.valid)
     assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"
+
+
+def test_branch_cache_keys_on_the_branch_weights_and_views(tmp_path, monkeypatch):
+    make_tree(tmp_path, "genres", ".wav", per_genre=1, seconds=3.0, genres=STYLES[:2])
+    clips = data.scan_gtzan(tmp_path)
+    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
+    setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False)
+    model = build_model(setup, Recipe())
+    calls = []
+    real = model.cnn.patch_embeddings
+    monkeypatch.setattr(model.cnn, "patch_embeddings", lambda x: calls.append(len(x)) or real(x))
+
+    def cache_dirs() -> set[str]:
+        return {p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("branch-")}
+
+    first = data.load_branch_features(clips, mels, model, [0, 93], tmp_path / "cache", progress=False)
+    again = data.load_branch_features(clips, mels, model, [0, 93], tmp_path / "cache", progress=False)
+    assert calls == [2, 2], "the second pass must read the cache"
+    assert all(np.array_equal(first[c.path], again[c.path]) for c in clips)
+    assert first[clips[0].path].shape == (2, 2, 200)
+    data.load_branch_features(clips, mels, model, [0], tmp_path / "cache", progress=False)
+    assert len(cache_dirs()) == 2 and calls[2:] == [1, 1], "other views, other cache"
+    with torch.no_grad():
+        model.cnn.trunk.tags.bias.add_(1.0)
+        model.cnn.trunk.penultimate.bias.add_(0.1)
+    changed = data.load_branch_features(clips, mels, model, [0, 93], tmp_path / "cache", progress=False)
+    assert len(cache_dirs()) == 3, "other branch weights, other cache"
+    assert not np.array_equal(changed[clips[0].path], first[clips[0].path])
