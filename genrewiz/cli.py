@@ -46,6 +46,7 @@ from . import __version__
 from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, Prediction, analyse
+from .results import top_json, windows_json
 
 if TYPE_CHECKING:
     from .tags import TagResult
@@ -57,6 +58,8 @@ FORMATS = ("table", "json", "jsonl", "csv")
 RAY_FORMATS = ("parquet", "jsonl")
 """What ``predict --ray`` writes: a folder of files, one per block of results."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_PATH_WIDTH = 60
+"""Widest the table's file column is laid out for; a longer path is shown whole and pushes its row."""
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -87,6 +90,7 @@ class Row:
     size: int | None = None
     mtime: float | None = None
     tag: TagResult | None = None
+    windows: list[dict] | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,12 +101,64 @@ class Row:
             "path": self.path,
             "ok": self.ok,
             "duration_s": None if self.duration is None else round(self.duration, 2),
-            "top": [{"label": label, "score": round(score, 4)} for label, score in self.top],
+            "top": top_json(self.top),
             "error": self.error,
             "size": self.size,
             "mtime": self.mtime,
             **({} if self.tag is None else {"tag": self.tag.to_json()}),
+            **({} if self.windows is None else {"windows": self.windows}),
         }
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Column widths fixed before the first row, so that ``--format table`` streams out aligned.
+
+    Columns: file, genre, confidence, length, the other top genres ("also"), and for ``tag``
+    what was done. An error row has its message after the file.
+    """
+
+    path: int = 40
+    genre: int = 9
+    top: int = 3
+
+    @classmethod
+    def for_run(cls, paths: Iterable[str | os.PathLike[str]], labels: Iterable[str], top: int) -> TableLayout:
+        widths = [len(_printable(os.fspath(p))) for p in paths]
+        return cls(min(max(widths, default=4), MAX_PATH_WIDTH), max(map(len, labels), default=5), top)
+
+    @property
+    def also(self) -> int:
+        """Width of the "also" column: ``top - 1`` entries like ``classical 100%``."""
+        return max(0, (self.top - 1) * (self.genre + 7) - 2)
+
+    def header(self, tags: bool = False) -> str:
+        return self._line("FILE", "GENRE", "CONFIDENCE", "LENGTH", "ALSO", "TAG" if tags else None)
+
+    def line(self, row: Row, tags: bool = False) -> str:
+        path = _printable(row.path)
+        if not row.ok:
+            return f"{path.ljust(self.path)}  ERROR: {_printable(row.error or '')}\n"
+        (genre, confidence), others = row.top[0], row.top[1:]
+        also = ", ".join(f"{label} {p:.0%}" for label, p in others)
+        tag = (_printable(row.tag.describe()) if row.tag else "") if tags else None
+        return self._line(path, genre, f"{confidence:.0%}", _length(row.duration), also, tag)
+
+    def _line(self, path: str, genre: str, confidence: str, length: str, also: str, tag: str | None) -> str:
+        cells = [path.ljust(self.path), genre.ljust(self.genre), confidence.rjust(len("CONFIDENCE")), length.rjust(6)]
+        if self.top > 1:
+            cells.append(also.ljust(self.also))
+        if tag is not None:
+            cells.append(tag)
+        return "  ".join(cells).rstrip() + "\n"
+
+
+def _length(seconds: float | None) -> str:
+    """``75.3`` -> ``1:15``."""
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -150,20 +206,21 @@ def _analyse_or_error(path: Path, config: FeatureConfig, max_duration: float) ->
 
 
 def predict_files(
-    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool = False
+    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool = False, windows: bool = False
 ) -> Generator[Row, None, None]:
     """Yield a :class:`Row` per file, in order; decoding runs in ``jobs`` worker processes.
 
     At most ``2 * jobs`` decoded songs wait for the model at any time, so memory stays flat
     however large the library. The parallelism is across files, so every process keeps to one
     BLAS thread: more would only fight over the same cores (measured: 1.5x fewer files/s on 2).
+    ``windows`` adds each file's genre timeline to its row.
     """
     with threadpool_limits(1):
-        yield from _predict_files(classifier, files, top, jobs, progress)
+        yield from _predict_files(classifier, files, top, jobs, progress, windows)
 
 
 def _predict_files(
-    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool
+    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool, windows: bool
 ) -> Iterator[Row]:
     """:func:`predict_files` inside its thread limit."""
 
@@ -174,7 +231,8 @@ def _predict_files(
             prediction: Prediction = classifier.classify(result)
         except AudioError as err:
             return Row(str(path), [], error=str(err))
-        return Row(str(path), prediction.top(top), duration=prediction.duration)
+        timeline = windows_json(prediction, classifier.config.window_seconds) if windows else None
+        return Row(str(path), prediction.top(top), duration=prediction.duration, windows=timeline)
 
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
     if jobs <= 1:
@@ -211,29 +269,35 @@ def _predict_files(
         bar.close()
 
 
-def write_rows(rows: Iterable[Row], out: TextIO, fmt: str, top: int, tags: bool = False) -> int:
+def write_rows(
+    rows: Iterable[Row], out: TextIO, fmt: str, top: int, tags: bool = False, layout: TableLayout | None = None
+) -> int:
     """Write rows as they arrive, each flushed at once, and return how many failed.
 
     Each row goes out in one write, so an interruption never leaves half of one. ``json`` is a
     single array (the layout of ``json.dump(indent=2)``) whose closing bracket is written even
     when the run is interrupted, so finished results are never lost; ``jsonl`` is one object
-    per line, readable while the run goes on. ``tags`` adds what ``genrewiz tag`` did to each
-    file (a CSV column, words after the genres in the table; JSON rows carry it when set).
+    per line, readable while the run goes on; ``table`` is a header and aligned columns laid
+    out by ``layout``. ``tags`` adds what ``genrewiz tag`` did to each file (a CSV and a table
+    column; JSON rows carry it when set).
 
     Raises:
         OutputError: writing to ``out`` failed.
     """
     emit = _emitter(out)
+    layout = layout or TableLayout(top=top)
     failures = written = 0
     if fmt == "csv":
-        ranks = [f"{kind}_{i}" for i in range(1, top + 1) for kind in ("genre", "score")]
+        ranks = [f"{kind}_{i}" for i in range(1, top + 1) for kind in ("genre", "confidence")]
         emit(_csv_line(["path", "status", *ranks, "duration_s", "error", *(["tag"] if tags else [])]))
     elif fmt == "json":
         emit("[")
+    elif fmt == "table":
+        emit(layout.header(tags))
     try:
         for row in rows:
             failures += not row.ok
-            emit(_format_row(row, fmt, top, first=written == 0, tags=tags))
+            emit(layout.line(row, tags) if fmt == "table" else _format_row(row, fmt, top, first=written == 0, tags=tags))
             written += 1
     finally:
         if fmt == "json":
@@ -242,12 +306,17 @@ def write_rows(rows: Iterable[Row], out: TextIO, fmt: str, top: int, tags: bool 
 
 
 def _emitter(out: TextIO) -> Callable[[str], None]:
-    """``emit(text)``: write and flush ``text``, raising :class:`OutputError` when that fails."""
+    """``emit(text)``: write and flush ``text``, raising :class:`OutputError` when that fails.
+
+    A progress bar on the same terminal is cleared first and drawn again after, so that a row
+    is never written into the middle of the bar's line.
+    """
 
     def emit(text: str) -> None:
         try:
-            out.write(text)
-            out.flush()
+            with tqdm.external_write_mode(file=out):
+                out.write(text)
+                out.flush()
         except OSError as err:
             raise OutputError(err) from err
 
@@ -255,21 +324,16 @@ def _emitter(out: TextIO) -> Callable[[str], None]:
 
 
 def _format_row(row: Row, fmt: str, top: int, first: bool, tags: bool = False) -> str:
-    """One row as ``fmt`` writes it, separators and line end included."""
+    """One row as ``json``, ``jsonl`` or ``csv`` writes it, separators and line end included."""
     if fmt == "json":
         return ("\n" if first else ",\n") + textwrap.indent(json.dumps(row.to_json(), indent=2), "  ")
     if fmt == "jsonl":
         return json.dumps(row.to_json()) + "\n"
-    if fmt == "csv":
-        cells = [cell for label, score in row.top for cell in (label, f"{score:.4f}")]
-        cells += [""] * (2 * top - len(cells))
-        duration = "" if row.duration is None else f"{row.duration:.2f}"
-        tag = [row.tag.describe() if row.tag else ""] if tags else []
-        return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or "", *tag])
-    verdict = "  ".join(f"{label} {score:.0%}" for label, score in row.top) if row.ok else f"ERROR: {_printable(row.error or '')}"
-    if row.tag:
-        verdict += f"  -> {_printable(row.tag.describe())}"
-    return f"{_printable(row.path)}\t{verdict}\n"
+    cells = [cell for label, confidence in row.top for cell in (label, f"{confidence:.4f}")]
+    cells += [""] * (2 * top - len(cells))
+    duration = "" if row.duration is None else f"{row.duration:.2f}"
+    tag = [row.tag.describe() if row.tag else ""] if tags else []
+    return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or "", *tag])
 
 
 def _csv_line(cells: list[str]) -> str:
@@ -290,11 +354,26 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where there is none to show (unset, off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genrewiz", description="Music genre classification (GTZAN genres).")
+    parser = argparse.ArgumentParser(
+        prog="genrewiz", description="Music genre classification (GTZAN genres).", formatter_class=_HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"genrewiz {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="classify audio files or folders (recursive)")
+    predict = commands.add_parser(
+        "predict", help="classify audio files or folders (recursive)", formatter_class=_HelpFormatter,
+        description="Classify audio files, and folders searched recursively for "
+        + ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)) + " files.",
+    )
     predict.add_argument("paths", nargs="*", help="audio files and/or folders (with --ray also URIs: s3://..., gs://...)")
     _add_run_options(predict, formats=(*FORMATS, "parquet"))
     predict.set_defaults(ray_paths=[])
@@ -317,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify and write each file's top genre into its own tags",
         description="Classify audio files and write the top genre into each file's genre tag, and the "
         "confidence into a GenreWiz field. Only tags change, never the audio.",
+        formatter_class=_HelpFormatter,
     )
     tag.add_argument("paths", nargs="+", help="audio files and/or folders")
     _add_run_options(tag, formats=FORMATS)
@@ -328,14 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="P",
-        help="leave a file untagged when its top genre's probability is under P (default 0)",
+        help="leave a file untagged when its top genre's probability is under P",
     )
     return parser
 
 
 def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -> None:
     """The options ``predict`` and ``tag`` share."""
-    command.add_argument("--top", type=int, default=3, help="how many genres to report per file (default 3)")
+    command.add_argument("--top", type=int, default=3, help="how many genres to report per file")
     command.add_argument(
         "--format",
         choices=formats,
@@ -345,11 +425,12 @@ def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -
     command.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
     command.add_argument("--model", help="Hub repo id or checkpoint folder (default: $GENREWIZ_MODEL or the GenreWiz repo)")
     command.add_argument(
-        "--jobs", "-j", type=int, default=os.cpu_count() or 1, help=f"decoding worker processes (default {os.cpu_count() or 1})"
+        "--windows",
+        action="store_true",
+        help="add each file's genre timeline to JSON and JSON Lines rows: per window, start_s, end_s and every genre's confidence",
     )
-    command.add_argument(
-        "--max-duration", type=float, default=DEFAULT_MAX_DURATION, help="seconds analysed per file (default 600)"
-    )
+    command.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="decoding worker processes (default: %(default)s, the CPU count)")
+    command.add_argument("--max-duration", type=float, default=DEFAULT_MAX_DURATION, help="seconds analysed per file")
     command.add_argument(
         "--resume",
         action="store_true",
@@ -432,6 +513,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
         parser.error("--min-confidence must be between 0 and 1")
     args.format = args.format or ("parquet" if args.ray is not None else "table")
+    if args.windows and args.format not in ("json", "jsonl"):
+        parser.error("--windows needs --format json or jsonl")
     if args.ray is None:
         if args.format == "parquet":
             parser.error("--format parquet needs --ray")
@@ -442,6 +525,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         return
     if args.format not in RAY_FORMATS:
         parser.error("--ray writes --format parquet or jsonl")
+    if args.windows:
+        parser.error("--windows does not apply to --ray (its rows are the Parquet schema's)")
     if args.output is None:
         parser.error("--ray needs --output: a new folder or URI for the result files")
     if args.resume:
@@ -462,13 +547,15 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
         raise
     tagging = args.command == "tag"
     top = min(args.top, len(classifier.labels))
-    predictions = predict_files(classifier, files, top, min(args.jobs, len(files)), progress=not args.quiet and len(files) > 1)
+    progress = not args.quiet and len(files) > 1 and sys.stderr.isatty()
+    predictions = predict_files(classifier, files, top, min(args.jobs, len(files)), progress, windows=args.windows)
     rows: Iterable[Row] = predictions
     if tagging:
         rows = tag_rows(rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run)
     rows = summary.count(_with_file_stat(rows))
     try:
-        failures = write_rows(rows, out, args.format, top, tags=tagging)
+        layout = TableLayout.for_run(files, classifier.labels, top)
+        failures = write_rows(rows, out, args.format, top, tags=tagging, layout=layout)
     except Interrupted:
         _report(summary, args)
         raise

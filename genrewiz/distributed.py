@@ -46,7 +46,7 @@ ROW_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("ok", pa.bool_()),
         ("duration_s", pa.float64()),
-        ("top", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("top", pa.list_(pa.struct([("label", pa.string()), ("confidence", pa.float64())]))),
         ("error", pa.string()),
         ("size", pa.int64()),
         ("mtime", pa.float64()),

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
+from conftest import make_bad_inputs
+from encoded import ENCODINGS, write_encoded
 from genrewiz.cli import find_audio_files
 from genrewiz.hub import BUNDLED_DIR
-from conftest import make_bad_inputs
-from synthetic import write_clip
+from synthetic import synth_clip, write_clip
+
+GENRES = {"blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"}
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -57,8 +65,8 @@ def test_csv_reports_every_file_and_fails_when_some_fail(library, tmp_path):
     for name in ("pulse.wav", "pad.flac", "chirp.ogg", "hats.mp3"):
         row = rows[name]
         assert row["status"] == "ok" and row["error"] == ""
-        assert row["genre_1"] in {"blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"}
-        assert 0.0 <= float(row["score_2"]) <= float(row["score_1"]) <= 1.0
+        assert row["genre_1"] in GENRES
+        assert 0.0 <= float(row["confidence_2"]) <= float(row["confidence_1"]) <= 1.0
     assert float(rows["pad.flac"]["duration_s"]) == pytest.approx(31.0, abs=0.05)
     assert "silent" in rows["broken_silent.wav"]["error"]
     assert "too short" in rows["broken_too_short.wav"]["error"]
@@ -72,7 +80,8 @@ def test_json_to_stdout_and_success_exit(library):
     assert [Path(r["path"]).name for r in results] == ["pad.flac", "pulse.wav", "chirp.ogg"]
     for result in results:
         assert result["ok"] and result["error"] is None and len(result["top"]) == 5
-        assert sum(t["score"] for t in result["top"]) <= 1.0 + 1e-3
+        assert sum(t["confidence"] for t in result["top"]) <= 1.0 + 1e-3
+        assert "windows" not in result
 
 
 def test_table_output_serial_matches_parallel(library):
@@ -80,8 +89,114 @@ def test_table_output_serial_matches_parallel(library):
     parallel = run_cli("predict", str(library), "--jobs", "2", "-q")
     assert serial.returncode == parallel.returncode == 1
     assert serial.stdout == parallel.stdout
-    lines = serial.stdout.strip().splitlines()
+    header, *lines = serial.stdout.strip().splitlines()
     assert len(lines) == 7 and sum("ERROR:" in line for line in lines) == 3
+
+
+def test_table_has_a_header_and_aligned_columns(library):
+    done = run_cli("predict", ".", "--top", "3", "-q", cwd=library)
+    header, *lines = done.stdout.rstrip("\n").split("\n")
+    assert header.split() == ["FILE", "GENRE", "CONFIDENCE", "LENGTH", "ALSO"]
+    columns = [header.index(name) for name in ("GENRE", "CONFIDENCE", "LENGTH", "ALSO")]
+    for line in lines:
+        if "ERROR:" in line:
+            assert line.index("ERROR:") == columns[0]
+            continue
+        path = line[: columns[0]].rstrip()
+        assert (library / path).is_file() and line[columns[0] :].split()[0] in GENRES
+        assert re.fullmatch(r" *\d+%", line[columns[1] : columns[1] + len("CONFIDENCE")])  # right-aligned under its title
+        assert re.fullmatch(r" *\d+:\d\d", line[columns[2] : columns[2] + len("LENGTH")])
+        assert re.fullmatch(r"(\w+ \d+%, )\w+ \d+%", line[columns[3] :])
+    assert "pad.flac" in done.stdout and " 0:31 " in next(line for line in lines if "pad.flac" in line)
+
+
+def test_help_shows_the_defaults():
+    done = run_cli("predict", "--help")
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0
+    assert "how many genres to report per file (default: 3)" in text
+    assert "seconds analysed per file (default: 600.0)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_windows_add_the_timeline_to_json_rows(library, classifier, tmp_path):
+    long_path = write_clip(tmp_path / "long.flac", "chirp", 75.0)
+    done = run_cli("predict", str(long_path), str(library / "b" / "chirp.ogg"), "--format", "jsonl", "--windows", "-q")
+    assert done.returncode == 0, done.stderr
+    long, short = (json.loads(line) for line in done.stdout.splitlines())
+    expected = classifier.predict(long_path)
+    assert [w["start_s"] for w in long["windows"]] == pytest.approx(list(expected.window_starts), abs=1e-3)
+    assert len(long["windows"]) >= 3
+    for window, probabilities in zip(long["windows"], expected.window_probabilities):
+        assert [window["confidences"][g] for g in expected.labels] == pytest.approx(list(probabilities), abs=1e-3)
+    assert [w["start_s"] for w in short["windows"]] == [0.0] and short["windows"][0]["end_s"] == pytest.approx(3.0, abs=0.05)
+    for row in (long, short):
+        for window in row["windows"]:
+            assert set(window["confidences"]) == GENRES and sum(window["confidences"].values()) == pytest.approx(1.0, abs=1e-3)
+            assert window["start_s"] < window["end_s"] <= row["duration_s"] + 0.01
+        mean = {g: sum(w["confidences"][g] for w in row["windows"]) / len(row["windows"]) for g in GENRES}
+        assert row["top"][0]["label"] == max(mean, key=mean.get)  # the song's answer is the windows' mean
+    refused = run_cli("predict", str(library), "--windows")
+    assert refused.returncode == 2 and "--windows needs --format json or jsonl" in refused.stderr
+
+
+def test_a_folder_of_phone_and_browser_formats_is_analysed(tmp_path):
+    """.m4a (AAC), .aac, .wma, .webm (Opus), .mka: found in folders and decoded, no "no audio files found"."""
+    for i, ext in enumerate(sorted(ENCODINGS)):
+        write_encoded(tmp_path / "phone" / f"clip{i}.{ext}", synth_clip("pad", 4.0, 48_000, seed=i), 48_000)
+    done = run_cli("predict", str(tmp_path / "phone"), "--format", "jsonl", "-q", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(Path(r["path"]).suffix for r in rows) == sorted(f".{ext}" for ext in ENCODINGS)
+    assert all(r["ok"] and r["duration_s"] == pytest.approx(4.0, abs=0.1) for r in rows), rows
+
+
+def screen_lines(raw: bytes) -> list[str]:
+    """What a terminal shows for ``raw``: each line as left by its last carriage returns and overwrites."""
+    shown = []
+    for line in raw.decode(errors="replace").replace("\r\n", "\n").split("\n"):
+        screen = ""
+        for segment in line.split("\r"):
+            screen = segment + screen[len(segment) :]
+        shown.append(screen.rstrip())
+    return shown
+
+
+def test_progress_bar_never_breaks_a_row_on_a_terminal(library):
+    """Rows on stdout and the bar on stderr share one terminal (a pty): every row is a line of its own."""
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # a 200-column terminal
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genrewiz", "predict", str(library), "--jobs", "1"], stdout=secondary, stderr=secondary, env=env
+    )
+    os.close(secondary)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        raw += chunk
+    assert process.wait(timeout=300) == 1
+    os.close(main)
+    assert b"7/7 [" in raw, raw  # the bar was drawn
+    shown = screen_lines(raw)
+    rows = [line for line in shown if line.startswith(str(library))]
+    assert len(rows) == 7, shown
+    for row in rows:
+        assert "%|" not in row and "file/s" not in row, row
+
+
+def test_a_mistyped_model_folder_is_an_error(tmp_path, library):
+    (tmp_path / "runs" / "filtered").mkdir(parents=True)
+    done = run_cli("predict", str(library / "a"), "--model", "runs/filtred", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "genrewiz: cannot load model: model folder not found: runs/filtred" in done.stderr
+    unreachable = run_cli("predict", str(library / "a"), "--model", "someone/not-cached", cwd=tmp_path)
+    assert unreachable.returncode == 2 and "could not be fetched from the Hub" in unreachable.stderr
 
 
 def test_missing_file_is_an_error_row(tmp_path):

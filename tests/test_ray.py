@@ -50,7 +50,7 @@ def assert_same_rows(ray_rows: list[dict], cli_rows: dict[str, dict]) -> None:
         assert row["ok"] == expected["ok"] and (row["error"] is None) == (expected["error"] is None), row
         assert [t["label"] for t in row["top"]] == [t["label"] for t in expected["top"]], row
         for got, want in zip(row["top"], expected["top"], strict=True):
-            assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+            assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-4)
         assert (row["size"], row["mtime"]) == (expected["size"], expected["mtime"])
 
 

@@ -43,6 +43,8 @@ def make_m4a(path: Path, media: bytes) -> Path:
 def tag_fields(path: Path) -> tuple[list[str], list[str]]:
     """(genre values, GenreWiz confidence values) as mutagen reads them back from the file."""
     tags = mutagen.File(path).tags
+    if tags is None:  # a file never tagged (a WAV has no tag chunk until one is written)
+        return [], []
     if isinstance(tags, mutagen.id3.ID3):
         genres = [g for frame in tags.getall("TCON") for g in frame.text]
         return genres, [str(t) for frame in tags.getall("TXXX:GENREWIZ_CONFIDENCE") for t in frame.text]
@@ -159,15 +161,15 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
     assert "not a readable audio file" in planned["broken.wav"]["error"]
 
     # A threshold between the scores: files under it stay untagged, files over it are tagged.
-    scores = sorted(planned[p.name]["top"][0]["score"] for p in clips.values())
+    scores = sorted(planned[p.name]["top"][0]["confidence"] for p in clips.values())
     threshold = (scores[1] + scores[2]) / 2
     assert scores[1] < threshold < scores[2], "the clips' top scores should differ"
     done = run_cli("tag", str(root), "--min-confidence", f"{threshold:.6f}", "--format", "jsonl")
     assert done.returncode == 1, done.stderr
     rows = {Path(r["path"]).name: r for r in map(json.loads, done.stdout.splitlines())}
     for path in clips.values():
-        label, score = rows[path.name]["top"][0]["label"], rows[path.name]["top"][0]["score"]
-        assert score == planned[path.name]["top"][0]["score"]
+        label, score = rows[path.name]["top"][0]["label"], rows[path.name]["top"][0]["confidence"]
+        assert score == planned[path.name]["top"][0]["confidence"]
         if score > threshold:
             assert rows[path.name]["tag"]["action"] == "tagged"
             assert tag_fields(path) == ([genre_tag(label)], [f"{score:.4f}"])
@@ -186,7 +188,9 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
     table = run_cli("tag", str(labelled), "--overwrite")
     assert table.returncode == 0, table.stderr
     label = json.loads(run_cli("predict", str(labelled), "--format", "jsonl", "-q").stdout)["top"][0]["label"]
-    assert f"-> tagged {genre_tag(label)} (was 'Shoegaze')" in table.stdout
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["FILE", "GENRE", "CONFIDENCE", "LENGTH", "ALSO", "TAG"]
+    assert row.endswith(f"  tagged {genre_tag(label)} (was 'Shoegaze')")  # the last column
     assert tag_fields(labelled)[0] == [genre_tag(label)]
     assert np.array_equal(sf.read(labelled, dtype="float32")[0], samples[labelled])
 
