@@ -1,0 +1,56 @@
+"""The app's pictures drawn without matplotlib Figures: right colours in the right places, readable frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genrewiz.features import FeatureConfig
+from genrewiz.musicnn import MUSICNN_FEATURES
+from genrewiz.plots import magma, nice_ticks, spectrogram_pixels
+
+LEFT, TOP, RIGHT, BOTTOM = 70, 27, 915, 351  # the plot area inside the 1000 x 400 picture
+
+
+def test_magma_lookup_table_is_matplotlibs():
+    import matplotlib
+
+    table = magma()
+    assert table.shape == (256, 3) and table.dtype == np.uint8
+    np.testing.assert_array_equal(table[[0, 128, 255]], np.round(matplotlib.colormaps["magma"]([0, 128, 255])[:, :3] * 255))
+
+
+@pytest.mark.parametrize("config", [FeatureConfig(), MUSICNN_FEATURES], ids=["scratch", "musicnn"])
+def test_spectrogram_colours_follow_time_and_frequency(config):
+    """Loud low bands in the first half, silence elsewhere: bright bottom-left, black everywhere else."""
+    frames = 1200
+    mel_db = np.full((frames, config.n_mels), -config.top_db, dtype=np.float32)
+    mel_db[: frames // 2, : config.n_mels // 4] = 0.0
+    pixels = spectrogram_pixels(mel_db, config, "a title with $ and <b>").astype(int)
+    assert pixels.shape == (400, 1000, 3)
+    bright, dark = magma()[255].astype(int), magma()[0].astype(int)
+    bottom_left = pixels[BOTTOM - 20, LEFT + 20 : (LEFT + RIGHT) // 2 - 20]
+    top_right = pixels[TOP + 20, (LEFT + RIGHT) // 2 + 20 : RIGHT - 20]
+    bottom_right = pixels[BOTTOM - 20, (LEFT + RIGHT) // 2 + 20 : RIGHT - 20]
+    assert (np.abs(bottom_left - bright).sum(axis=1) <= 3).all()
+    assert (np.abs(top_right - dark).sum(axis=1) <= 3).all() and (np.abs(bottom_right - dark).sum(axis=1) <= 3).all()
+    assert (pixels[2:TOP - 2, LEFT:RIGHT] < 128).any()  # the title is written above the plot
+    assert (pixels[BOTTOM + 8 :, LEFT:RIGHT] < 128).any()  # time ticks and label below it
+    assert (pixels[TOP:BOTTOM, :LEFT - 2] < 128).any()  # Hz ticks and label on the left
+    colour_bar = pixels[TOP + 2 : BOTTOM - 2, 930]
+    assert np.abs(colour_bar[0] - bright).sum() <= 30 and np.abs(colour_bar[-1] - dark).sum() <= 30
+
+
+def test_short_and_long_spectrograms_fill_the_plot():
+    config = MUSICNN_FEATURES
+    for frames in (40, 37_500):  # under a second, and 10 minutes
+        mel_db = np.zeros((frames, config.n_mels), dtype=np.float32)
+        pixels = spectrogram_pixels(mel_db, config, "t").astype(int)
+        assert (np.abs(pixels[TOP + 2 : BOTTOM - 1, LEFT + 2 : RIGHT - 1] - magma()[255]).sum(axis=2) <= 3).all()
+
+
+def test_nice_ticks():
+    assert nice_ticks(30.0) == [0, 5, 10, 15, 20, 25, 30]
+    assert nice_ticks(150.0) == [0, 20, 40, 60, 80, 100, 120, 140]
+    assert nice_ticks(600.0) == [0, 100, 200, 300, 400, 500, 600]
+    assert nice_ticks(3.0) == [0, 0.5, 1, 1.5, 2, 2.5, 3]
