@@ -60,6 +60,17 @@ class ScratchCNN(nn.Sequential):
 
     Conv2d -> ReLU -> MaxPool with channels 16/32/64/64/64 and pools (2,2),(2,2),(2,2),(4,4),(4,4):
     a 640 x 128 window becomes 64 x 4 x 1 = 256 features.
+
+    Computed faster than written, with the same outputs and gradients (``tests/test_speed_equivalence.py``;
+    a training step 2.3x faster on one CPU thread, ``benchmarks/bench_training.py``):
+
+    - each block pools before its ReLU: ReLU is monotonic, so it commutes with max pooling, and
+      it then touches 4 to 16 times fewer values (forward and backward);
+    - weights and activations are channels-last (NHWC), where oneDNN's (3, 1) convolutions run
+      faster than in the default NCHW layout.
+
+    The layers keep their places (convolutions at 0, 3, 6, 9, 12), so the state-dict keys and
+    shapes are the original's and every checkpoint loads as before.
     """
 
     def __init__(self, features: FeatureConfig, channels: list[int] | tuple[int, ...] = (16, 32, 64, 64, 64)) -> None:
@@ -69,13 +80,18 @@ class ScratchCNN(nn.Sequential):
         in_channels = 1
         time, freq = features.window_frames, features.n_mels
         for out_channels, pool in zip(channels, _CNN_POOLS):
-            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size=(3, 1)), nn.ReLU(), nn.MaxPool2d(pool)]
+            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size=(3, 1)), nn.MaxPool2d(pool), nn.ReLU()]
             in_channels = out_channels
             time, freq = (time - 2) // pool[0], freq // pool[1]
         if time < 1 or freq < 1:
             raise ValueError("window too small for five conv/pool blocks")
         super().__init__(*blocks, nn.Flatten())
         self.out_features = in_channels * time * freq
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, 1, frames, n_mels)`` -> ``(batch, out_features)``, computed channels-last."""
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
 
 
 class PCRNN(
