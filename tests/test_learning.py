@@ -92,3 +92,20 @@ def test_branch_cache_keys_on_the_branch_weights_and_views(tmp_path, monkeypatch
     changed = data.load_branch_features(clips, mels, model, [0, 93], tmp_path / "cache", progress=False)
     assert len(cache_dirs()) == 3, "other branch weights, other cache"
     assert not np.array_equal(changed[clips[0].path], first[clips[0].path])
+
+
+def test_finetune_trains_the_musicnn_trunk_too(tmp_path):
+    make_tree(tmp_path, "genres", ".wav", per_genre=2, seconds=3.0, genres=STYLES[:2])
+    clips = data.scan_gtzan(tmp_path)
+    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
+    setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False)
+    recipe = Recipe(epochs=1, batch_size=4, lr=1e-3, warmup_epochs=0, finetune=True, seed=0)
+    before = build_model(setup, recipe).cnn.trunk.state_dict()
+
+    model, history = train_split(data.Split("synthetic", clips), mels, setup, recipe, tmp_path / "model")
+
+    assert not any(p.name.startswith("branch-") for p in (tmp_path / "cache").iterdir()), "nothing cached when fine-tuning"
+    after = model.cnn.trunk.state_dict()
+    assert not torch.equal(after["timbral.0.weight"], before["timbral.0.weight"])
+    assert not torch.equal(after["input_bn.running_mean"], before["input_bn.running_mean"])
+    assert len(history["epochs"]) == 1
