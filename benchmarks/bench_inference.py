@@ -1,17 +1,24 @@
-"""Inference speed: where the time goes per song, the CLI's throughput, and a DistilHuBERT peer.
+"""Inference speed for both PCRNN architectures: where the time goes per song, the CLI's throughput, a DistilHuBERT peer.
 
-Prints, for a 30 s and a 3 min MP3 (44.1 kHz stereo, cut from the example clips): decode, mel,
-model and end-to-end times (medians), the total/decode ratio, and the same songs through a
-DistilHuBERT-sized ``HubertForSequenceClassification`` (random weights: same compute as the
-Hugging Face audio course's GTZAN model, no download). Then files/s of ``genrewiz predict``
-over a folder of 50 clips, in-process (model loaded) and as a fresh command.
+For the from-scratch PCRNN and the one with the pretrained musicnn branch (the bundled
+checkpoint is used for its own architecture; the other is built with random weights, which
+cost the same compute, and saved with ``save_pretrained``, so it has its ``model.onnx`` too),
+prints for a 30 s and a 3 min MP3 (44.1 kHz stereo, cut from the example clips): decode, mel,
+model (ONNX Runtime, and torch eager for comparison) and end-to-end times (medians), the
+total/decode ratio, and the speed-up over a DistilHuBERT-sized
+``HubertForSequenceClassification`` (random weights: same compute as the Hugging Face audio
+course's GTZAN model, no download) on the same songs. Then ``genrewiz predict`` over a folder
+of 50 clips: files/s in-process (model loaded) and as a fresh command, the command's start-up
+share, and the time to its first file. Ends with the issue's targets, met or not.
 
-    python benchmarks/bench_inference.py            # ~3 minutes on 2 cores
+    python benchmarks/bench_inference.py            # ~6 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,11 +36,17 @@ from genrewiz.audio import load_audio
 from genrewiz.cli import find_audio_files, predict_files
 from genrewiz.features import log_mel, make_windows
 from genrewiz.hub import BUNDLED_DIR
+from genrewiz.model import PCRNN
+from genrewiz.musicnn import MUSICNN_FEATURES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.ogg"))
 PEER_RATE = 16_000
 PEER_CHUNK_S = 30.0
+SONGS = (("30 s mp3", 30.0), ("3 min mp3", 180.0))
+TARGETS = {"scratch": (1.3, 25.0), "musicnn": (2.5, 10.0)}
+"""Per architecture: the most total/decode for a 30 s MP3, the fewest files/s in process (issue 9)."""
+PEER_TARGET = 20.0
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -55,6 +68,19 @@ def music(seconds: float, rate: int = 44_100, offset: int = 0) -> np.ndarray:
     return np.stack([song, 0.8 * song], axis=1)
 
 
+def checkpoint(branch: str, folder: Path) -> Path:
+    """The bundled checkpoint when it has this CNN branch, else one with random weights saved under ``folder``."""
+    bundled = json.loads((BUNDLED_DIR / "config.json").read_text()).get("cnn_branch", "scratch")
+    if bundled == branch:
+        return BUNDLED_DIR
+    torch.manual_seed(0)
+    model = PCRNN(cnn_branch=branch, features=MUSICNN_FEATURES) if branch == "musicnn" else PCRNN()
+    if branch == "musicnn":
+        model.cnn.load_pretrained()
+    model.eval().save_pretrained(folder / branch)
+    return folder / branch
+
+
 def peer_model() -> torch.nn.Module:
     """DistilHuBERT-sized audio classifier (2 transformer layers of 768, conv feature encoder)."""
     from transformers import HubertConfig, HubertForSequenceClassification
@@ -74,34 +100,46 @@ def peer_predict(model: torch.nn.Module, path: Path) -> np.ndarray:
     return torch.cat(probs).mean(dim=0).numpy()
 
 
-def bench_song(classifier: GenreClassifier, peer: torch.nn.Module | None, path: Path, repeats: int) -> dict[str, float]:
+def bench_song(classifier: GenreClassifier, reference: GenreClassifier, path: Path, repeats: int) -> dict[str, float]:
+    """Stage times of one song through ``classifier`` (ONNX Runtime) and its model in torch (``reference``)."""
     config = classifier.config
     audio = load_audio(path, config.sample_rate)
     mel = log_mel(audio.samples, config)
-    figures = {
+    windows = make_windows(mel, config).data
+    return {
         "decode": median_ms(lambda: load_audio(path, config.sample_rate), repeats),
         "mel": median_ms(lambda: log_mel(audio.samples, config), repeats),
-        "model": median_ms(lambda: classifier.window_probabilities(make_windows(mel, config).data), repeats),
+        "model": median_ms(lambda: classifier.window_probabilities(windows), repeats),
+        "torch": median_ms(lambda: reference.window_probabilities(windows), max(1, repeats // 2)),
         "total": median_ms(lambda: classifier.predict(path), repeats),
+        "windows": len(windows),
     }
-    if peer is not None:
-        figures["peer_decode"] = median_ms(lambda: load_audio(path, PEER_RATE), repeats)
-        figures["peer_total"] = median_ms(lambda: peer_predict(peer, path), max(1, repeats // 2))
-    return figures
 
 
-def bench_folder(classifier: GenreClassifier, folder: Path, jobs: int) -> tuple[float, float]:
-    """Files/s in-process (model already loaded) and as a fresh ``genrewiz predict`` command."""
+def genrewiz_command(paths: list[Path], model: Path, jobs: int, output: Path) -> float:
+    """Seconds of a fresh ``genrewiz predict`` process over ``paths``, from launch to exit."""
+    command = [sys.executable, "-m", "genrewiz", "predict", *map(str, paths), "-q", "--format", "csv", "--jobs", str(jobs)]
+    start = time.perf_counter()
+    subprocess.run([*command, "--model", str(model), "--output", str(output)], check=True)
+    return time.perf_counter() - start
+
+
+def bench_folder(classifier: GenreClassifier, model: Path, folder: Path, jobs: int) -> dict[str, float]:
+    """Files/s in-process (model already loaded) and as a fresh command; the command's start-up; first file."""
     files = find_audio_files([folder])
     start = time.perf_counter()
     rows = list(predict_files(classifier, files, top=3, jobs=jobs))
-    in_process = len(rows) / (time.perf_counter() - start)
+    in_process_s = time.perf_counter() - start
     assert all(row.ok for row in rows)
-    command = [sys.executable, "-m", "genrewiz", "predict", str(folder), "-q", "--format", "csv", "--jobs", str(jobs)]
-    command += ["--model", str(BUNDLED_DIR), "--output", str(folder / "out.csv")]
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    return in_process, len(files) / (time.perf_counter() - start)
+    command_s = genrewiz_command([folder], model, jobs, folder.parent / "out.csv")
+    first_file_s = statistics.median(genrewiz_command(files[:1], model, jobs, folder.parent / "one.csv") for _ in range(3))
+    return {
+        "in_process": len(files) / in_process_s,
+        "command": len(files) / command_s,
+        "startup_s": command_s - in_process_s,
+        "startup_share": (command_s - in_process_s) / command_s,
+        "first_file_s": first_file_s,
+    }
 
 
 def main() -> None:
@@ -109,43 +147,62 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--branch", choices=("scratch", "musicnn"), action="append", help="only this architecture (repeatable)")
     parser.add_argument("--no-peer", action="store_true", help="skip the DistilHuBERT comparison")
     args = parser.parse_args()
-
-    classifier = GenreClassifier.from_pretrained(BUNDLED_DIR)
-    peer = None if args.no_peer else peer_model()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; times are medians of {args.repeats} runs\n")
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; torch "
+          f"{torch.__version__} on 1 thread, ONNX Runtime on 1 intra-op thread; medians of {args.repeats} runs\n")
+    verdicts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        header = f"{'clip':<12}{'decode':>9}{'mel':>9}{'model':>9}{'total':>9}{'tot/dec':>9}"
-        print(header + (f"{'peer':>10}{'speed-up':>10}" if peer else ""))
-        for name, seconds in (("30 s mp3", 30.0), ("3 min mp3", 180.0)):
-            path = tmp_dir / f"{seconds:.0f}s.mp3"
-            sf.write(path, music(seconds), 44_100)
-            f = bench_song(classifier, peer, path, args.repeats)
-            line = f"{name:<12}{f['decode']:>7.0f}ms{f['mel']:>7.0f}ms{f['model']:>7.0f}ms{f['total']:>7.0f}ms"
-            line += f"{f['total'] / f['decode']:>8.2f}x"
-            if peer:
-                line += f"{f['peer_total']:>8.0f}ms{f['peer_total'] / f['total']:>9.1f}x"
-            print(line)
-
-        mel = log_mel(load_audio(tmp_dir / "180s.mp3", classifier.config.sample_rate).samples, classifier.config)
-        windows = make_windows(mel, classifier.config).data
-        by_threads = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            by_threads.append(median_ms(lambda: classifier.window_probabilities(windows), args.repeats))
-        torch.set_num_threads(1)
-        print(f"\nmodel on the 3 min song ({len(windows)} windows): {by_threads[0]:.0f} ms with 1 torch thread, "
-              f"{by_threads[1]:.0f} ms with 2 ({by_threads[1] / by_threads[0]:.2f}x)")
-
+        songs = {}
+        for name, seconds in SONGS:
+            songs[name] = tmp_dir / f"{seconds:.0f}s.mp3"
+            sf.write(songs[name], music(seconds), 44_100)
         folder = tmp_dir / "library"
         folder.mkdir()
         for i in range(args.files):
             sf.write(folder / f"clip{i:03d}.mp3", music(30.0, offset=i)[i * 441 :], 44_100)
-        in_process, command = bench_folder(classifier, folder, args.jobs)
-        print(f"\nfolder of {args.files} x 30 s mp3, --jobs {args.jobs}: "
-              f"{in_process:.1f} files/s with the model loaded, {command:.1f} files/s as a fresh command")
+        peer_ms = {}
+        if not args.no_peer:
+            peer = peer_model()
+            peer_ms = {name: median_ms(lambda p=path: peer_predict(peer, p), max(1, args.repeats // 2)) for name, path in songs.items()}
+
+        for branch in args.branch or ["scratch", "musicnn"]:
+            model_dir = checkpoint(branch, tmp_dir)
+            classifier = GenreClassifier.from_pretrained(model_dir)
+            reference = GenreClassifier(PCRNN.from_pretrained(model_dir))
+            print(f"== {branch} CNN branch ({'bundled' if model_dir == BUNDLED_DIR else 'random weights'}), "
+                  f"served by {classifier.engine.name}")
+            header = f"{'song':<11}{'windows':>8}{'decode':>9}{'mel':>8}{'model':>9}{'(torch)':>9}{'total':>9}{'tot/dec':>9}"
+            print(header + (f"{'peer':>10}{'speed-up':>10}" if peer_ms else ""))
+            for name, path in songs.items():
+                f = bench_song(classifier, reference, path, args.repeats)
+                line = (f"{name:<11}{f['windows']:>8}{f['decode']:>7.0f}ms{f['mel']:>6.0f}ms{f['model']:>7.0f}ms"
+                        f"{f['torch']:>7.0f}ms{f['total']:>7.0f}ms{f['total'] / f['decode']:>8.2f}x")
+                if peer_ms:
+                    speed_up = peer_ms[name] / f["total"]
+                    line += f"{peer_ms[name] / 1000:>9.1f}s{speed_up:>9.1f}x"
+                    verdicts.append(f"{branch}: {name} {speed_up:.0f}x faster than the peer (target >= {PEER_TARGET:.0f}x): "
+                                    f"{'met' if speed_up >= PEER_TARGET else 'NOT met'}")
+                print(line)
+                if name == SONGS[0][0]:
+                    ratio, most = f["total"] / f["decode"], TARGETS[branch][0]
+                    verdicts.append(f"{branch}: 30 s mp3 end-to-end {ratio:.2f}x decode (target <= {most}x): "
+                                    f"{'met' if ratio <= most else 'NOT met'}")
+            folder_figures = bench_folder(classifier, model_dir, folder, args.jobs)
+            print(f"folder of {args.files} x 30 s mp3, --jobs {args.jobs}: {folder_figures['in_process']:.1f} files/s with the "
+                  f"model loaded, {folder_figures['command']:.1f} files/s as a fresh command (start-up and model load "
+                  f"{folder_figures['startup_s']:.1f} s = {100 * folder_figures['startup_share']:.0f} % of it); "
+                  f"one file, whole command: {folder_figures['first_file_s']:.2f} s\n")
+            fewest = TARGETS[branch][1]
+            verdicts.append(f"{branch}: folder {folder_figures['in_process']:.1f} files/s in process (target >= {fewest:.0f}): "
+                            f"{'met' if folder_figures['in_process'] >= fewest else 'NOT met'}")
+            verdicts.append(f"{branch}: first file {folder_figures['first_file_s']:.2f} s after the command (target <= 3 s): "
+                            f"{'met' if folder_figures['first_file_s'] <= 3 else 'NOT met'}")
+    print("targets:\n  " + "\n  ".join(verdicts))
 
 
 if __name__ == "__main__":

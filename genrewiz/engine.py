@@ -35,6 +35,8 @@ OPSET = 17
 _META_WEIGHTS = "genrewiz.weights_sha256"
 _META_LABELS = "genrewiz.labels"
 _META_FEATURES = "genrewiz.features"
+_META_PATCH_FRAMES = "genrewiz.patch_frames"
+_PATCH_INPUTS = ("x", "patches", "index")
 
 
 def weights_digest(path: str | Path) -> str:
@@ -44,6 +46,24 @@ def weights_digest(path: str | Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def distinct_patches(windows: np.ndarray, patch_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct patch of ``(n, 1, frames, mels)`` windows once, and where each window's patches are.
+
+    Returns ``(patches, index)``: ``(p, patch_frames, mels)`` and ``(n, frames // patch_frames)``
+    with ``patches[index[w, k]]`` equal to patch ``k`` of window ``w``. Windows overlap by half
+    and the musicnn branch's hop is a whole number of patches, so consecutive windows share
+    patches: the pretrained trunk (nearly all of the musicnn PCRNN's work) then runs about half
+    as often on a long song, with the same result.
+    """
+    n, _, _, mels = windows.shape
+    per_window = windows.shape[2] // patch_frames
+    cut = windows[:, 0, : per_window * patch_frames].reshape(n * per_window, patch_frames, mels)
+    first: dict[bytes, int] = {}
+    index = np.array([first.setdefault(patch.tobytes(), len(first)) for patch in cut], dtype=np.int64)
+    keep = np.unique(index, return_index=True)[1]
+    return np.ascontiguousarray(cut[keep]), index.reshape(n, per_window)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -111,7 +131,8 @@ class OnnxEngine:
         self.weights_sha256 = meta.get(_META_WEIGHTS)
         self.labels: tuple[str, ...] = tuple(json.loads(meta[_META_LABELS])) if _META_LABELS in meta else ()
         self.config = FeatureConfig.from_dict(json.loads(meta[_META_FEATURES])) if _META_FEATURES in meta else None
-        self._input = self.session.get_inputs()[0].name
+        self._inputs = tuple(i.name for i in self.session.get_inputs())
+        self.patch_frames = int(meta[_META_PATCH_FRAMES]) if self._inputs == _PATCH_INPUTS else None
 
     @classmethod
     def for_checkpoint(cls, directory: str | Path, num_threads: int | None = 1, batch_size: int = 16) -> OnnxEngine | None:
@@ -138,18 +159,26 @@ class OnnxEngine:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches."""
         if cnn_features is not None:
             raise ValueError("the ONNX graph runs the whole model; a known CNN-branch output needs TorchEngine")
-        batches = [
-            self.session.run(None, {self._input: np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)})[0]
-            for i in range(0, len(windows), self.batch_size)
-        ]
+        batches = []
+        for i in range(0, len(windows), self.batch_size):
+            x = np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)
+            if self.patch_frames is None:
+                feeds = {self._inputs[0]: x}
+            else:
+                patches, index = distinct_patches(x, self.patch_frames)
+                feeds = {"x": x, "patches": patches, "index": index}
+            batches.append(self.session.run(None, feeds)[0])
         return softmax(np.concatenate(batches))
 
 
 def export_onnx(model: PCRNN, path: str | Path, weights_sha256: str) -> None:
-    """Write ``model`` (in eval mode, on the CPU) as an ONNX graph with a dynamic batch axis.
+    """Write ``model`` (in eval mode, on the CPU) as an ONNX graph with dynamic batch axes.
 
-    Needs the ``onnx`` package (``torch.onnx.export`` uses it, and it writes the metadata):
-    a training-time dependency, never a serving one. The model itself is left as it was.
+    A from-scratch PCRNN maps windows ``x`` to logits. A musicnn PCRNN takes its windows'
+    :func:`distinct_patches` too (inputs ``x``, ``patches``, ``index``), so that the trunk runs
+    once per distinct patch. Needs the ``onnx`` package (``torch.onnx.export`` uses it, and it
+    writes the metadata): a training-time dependency, never a serving one. ``model`` is left
+    as it was.
     """
     import copy
     import warnings
@@ -158,25 +187,37 @@ def export_onnx(model: PCRNN, path: str | Path, weights_sha256: str) -> None:
     import torch
 
     frozen = copy.deepcopy(model).cpu().eval()
-    example = torch.zeros(2, 1, model.features.window_frames, model.features.n_mels)
+    x = torch.zeros(2, 1, model.features.window_frames, model.features.n_mels)
+    metadata = {
+        _META_WEIGHTS: weights_sha256,
+        _META_LABELS: json.dumps(list(model.labels)),
+        _META_FEATURES: json.dumps(model.features.to_dict(), sort_keys=True),
+    }
+    if model.cnn_branch == "musicnn":
+        from .musicnn import PATCH_FRAMES, PatchedPCRNN
+
+        patches, index = distinct_patches(np.random.default_rng(0).random(tuple(x.shape), dtype=np.float32), PATCH_FRAMES)
+        graph_module: torch.nn.Module = PatchedPCRNN(frozen)
+        inputs: tuple = (x, torch.from_numpy(patches), torch.from_numpy(index))
+        axes = {"x": {0: "n"}, "patches": {0: "p"}, "index": {0: "n"}, "logits": {0: "n"}}
+        metadata[_META_PATCH_FRAMES] = str(PATCH_FRAMES)
+    else:
+        graph_module, inputs, axes = frozen, (x,), {"x": {0: "n"}, "logits": {0: "n"}}
     path = Path(path)
     with warnings.catch_warnings():  # the TorchScript exporter's notes on GRU batch sizes and constant folding
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            frozen,
-            (example,),
+            graph_module,
+            inputs,
             str(path),
-            input_names=["x"],
+            input_names=list(axes)[:-1],
             output_names=["logits"],
-            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
     graph = onnx.load(str(path))
-    for key, value in (
-        (_META_WEIGHTS, weights_sha256),
-        (_META_LABELS, json.dumps(list(model.labels))),
-        (_META_FEATURES, json.dumps(model.features.to_dict(), sort_keys=True)),
-    ):
+    for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
+

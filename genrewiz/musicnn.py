@@ -15,6 +15,7 @@ are pooled (mean and max) into one vector per window.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import torch
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import FeatureConfig
+
+if TYPE_CHECKING:
+    from .model import PCRNN
 
 PATCH_FRAMES = 187
 """Frames per musicnn input patch: 3 s at 16 kHz with a hop of 256 samples."""
@@ -176,3 +180,20 @@ class MusicnnBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.patch_embeddings(x))
+
+
+class PatchedPCRNN(nn.Module):
+    """A musicnn PCRNN fed each distinct 3-s patch of its windows once (:func:`genrewiz.engine.distinct_patches`).
+
+    ``forward(x, patches, index)`` equals ``pcrnn(x)`` when ``patches[index[w, k]]`` is patch
+    ``k`` of window ``w``; windows overlapping by half share half their patches, so the trunk
+    runs about half as often on a long song. This is the graph ONNX Runtime serves.
+    """
+
+    def __init__(self, pcrnn: PCRNN) -> None:
+        super().__init__()
+        self.pcrnn = pcrnn
+
+    def forward(self, x: torch.Tensor, patches: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        embeddings = self.pcrnn.cnn.trunk.embed(patches)[index]  # (windows, patches per window, 200)
+        return self.pcrnn.head(self.pcrnn.cnn.pool(embeddings), x)

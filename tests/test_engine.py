@@ -130,3 +130,18 @@ def test_bundled_checkpoint_serves_with_its_engine():
     classifier = GenreClassifier.from_pretrained(BUNDLED_DIR)
     expected = OnnxEngine if (BUNDLED_DIR / ONNX_FILE).is_file() else TorchEngine
     assert isinstance(classifier.engine, expected)
+
+
+def test_distinct_patches_rebuild_every_window_from_fewer_patches():
+    """Windows overlapping by half (musicnn's hop is five patches) share patches; each is computed once."""
+    from genrewiz.engine import distinct_patches
+    from genrewiz.features import log_mel, make_windows
+
+    config = MUSICNN_FEATURES
+    windows = make_windows(log_mel(synth_clip("chirp", 100.0, config.sample_rate), config), config).data
+    patches, index = distinct_patches(windows, 187)
+    assert index.shape == (len(windows), 10)
+    rebuilt = patches[index].reshape(len(windows), 1870, config.n_mels)
+    np.testing.assert_array_equal(rebuilt, windows[:, 0])
+    # 100 s: five windows on the 5-patch grid (30 distinct patches, not 50) and one aligned to the end (10 more)
+    assert index.shape[0] == 6 and len(patches) == 40
