@@ -5,10 +5,15 @@ windows, model) is the library's. Run it with ``python app.py`` (this is also wh
 Face Space runs); ``GENREWIZ_MODEL`` picks the weights (Hub repo id or local folder), and
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` where it listens.
 
-From Python, the ``/predict`` endpoint returns ``(label, spectrogram)``::
+From Python, ``/predict`` returns ``(label, spectrogram)`` and ``/analyse`` everything the page
+shows as JSON (all genres, the verdict, durations, the per-window timeline, the model)::
 
     from gradio_client import Client, handle_file
     label, spectrogram_png = Client(url).predict(handle_file("song.mp3"), api_name="/predict")
+    analysis = Client(url).predict(handle_file("song.mp3"), api_name="/analyse")
+
+Bad input raises ``gr.Error`` on both endpoints (``AppError`` in ``gradio_client``); the page
+itself shows the message where the result would be, until the next input.
 
 Tests and benchmarks build the app around a classifier of their choice with
 :func:`build_demo` and start it with :func:`launch`, so they serve exactly what users get.
@@ -16,10 +21,9 @@ Tests and benchmarks build the app around a classifier of their choice with
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import io
+import json
 import logging
 import os
 import re
@@ -31,14 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import librosa
+import matplotlib
 import numpy as np
-from gradio.components.plot import PlotData
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
-from genrewiz.plots import spectrogram_pixels, timeline_pixels
+from genrewiz.results import top_json, windows_json
+
+matplotlib.use("Agg")  # figures are rendered off-screen only; gr.Plot imports pyplot
 
 logger = logging.getLogger("genrewiz.app")
 
@@ -59,8 +68,30 @@ SPECTROGRAM_FOLDER = "genrewiz-spectrograms"
 """Folder for the spectrogram PNGs inside Gradio's cache, which serves them in place and deletes
 them on the :data:`DELETE_CACHE` schedule and at shutdown like its own files."""
 
+UNSURE_BELOW = 0.5
+"""A top genre under this probability is shown as a doubt ("Not sure: jazz or blues?"), not an answer."""
+CLOSE_MARGIN = 0.15
+"""Nor is one whose lead over the second genre is under this: the model hesitates between the two."""
+APP_CSS = """
+#verdict h3 { margin: 0.2em 0; }
+#spectrogram .image-container, #timeline [data-testid="matplotlib"] { padding-top: 30px; }
+#spectrogram img, #timeline img { width: 100%; height: auto; }
+@media (max-width: 640px) {
+  #spectrogram button, #timeline [data-testid="matplotlib"] { overflow-x: auto; justify-content: flex-start; align-items: flex-start; }
+  #spectrogram img, #timeline img { min-width: 720px; max-width: none; }
+}
+"""
+"""Both figures at the width of their column, below their panel's label rather than under it, so
+that equal margins in them put the time axes one under the other; on a phone, 720 px wide in a
+strip that scrolls sideways from its start, so that their text stays as readable as on a desktop
+instead of shrinking to a third."""
+
 _MB = 1024 * 1024
 _ERROR_TITLE = "Can't analyse this audio"
+_SPECTROGRAM_SIZE = (10.0, 4.0)
+_TIMELINE_SIZE = (10.0, 2.8)
+_DPI = 100
+_MEL_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000)
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
@@ -72,34 +103,45 @@ def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
     return sorted(str(p.resolve()) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_EXTENSIONS)
 
 
-def classify_file(
+def classify_upload(
     classifier: GenreClassifier, path: str | os.PathLike[str] | None, max_file_size: int | None = None
 ) -> Prediction:
-    """Classify one uploaded or recorded file; every problem with the input becomes a ``gr.Error``.
+    """Classify one uploaded or recorded file; every problem with the input is an ``AudioError``.
 
     ``max_file_size`` (bytes) is checked here too, because the upload limit of ``launch()``
     does not cover every path a file can reach the handler by (cached examples, files already
     on the server).
-
-    The file name in a message is the user's: its ``<`` and ``>`` are escaped, since Gradio
-    shows messages as (sanitised) HTML.
     """
     if not path:
-        raise gr.Error(
-            "No audio yet: upload a file or record one with the microphone.", title=_ERROR_TITLE, print_exception=False
-        )
-    name = escape_html_tags(Path(path).name)
+        raise AudioError("No audio yet: upload a file or record one with the microphone.")
     if max_file_size is not None and os.path.isfile(path) and (size := os.path.getsize(path)) > max_file_size:
-        raise gr.Error(
-            f"{name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB).",
-            title=_ERROR_TITLE,
-            print_exception=False,
+        raise AudioError(
+            f"{Path(path).name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB)."
         )
     try:
         return classifier.predict(path)
     except AudioError as err:
         logger.info("Rejected input: %s", err)
-        raise gr.Error(escape_html_tags(str(err)), title=_ERROR_TITLE, print_exception=False) from err
+        raise
+
+
+def classify_file(
+    classifier: GenreClassifier, path: str | os.PathLike[str] | None, max_file_size: int | None = None
+) -> Prediction:
+    """:func:`classify_upload` for the API: a bad input is a ``gr.Error`` (``AppError`` in ``gradio_client``)."""
+    try:
+        return classify_upload(classifier, path, max_file_size)
+    except AudioError as err:
+        raise api_error(err) from err
+
+
+def api_error(err: AudioError) -> gr.Error:
+    """The ``gr.Error`` an API client gets for a bad input.
+
+    The file name in a message is the user's: its ``<`` and ``>`` are escaped, since Gradio
+    shows messages as (sanitised) HTML.
+    """
+    return gr.Error(escape_html_tags(str(err)), title=_ERROR_TITLE, print_exception=False)
 
 
 def escape_html_tags(text: str) -> str:
@@ -158,11 +200,33 @@ def write_png(pixels: np.ndarray, folder: Path, max_age: float = DELETE_CACHE[1]
 
 
 def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
-    """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar.
-
-    Drawn without a matplotlib Figure (:mod:`genrewiz.plots`): about 12 ms instead of 230.
-    """
-    return spectrogram_pixels(to_db(mel, config), config, title)
+    """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar."""
+    mel_db = to_db(mel, config)
+    fig = Figure(figsize=_SPECTROGRAM_SIZE, dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    seconds = mel_db.shape[0] * config.frame_seconds
+    image = ax.imshow(
+        mel_db.T,
+        origin="lower",
+        aspect="auto",
+        interpolation="antialiased",
+        extent=(0.0, seconds, 0.0, config.n_mels),
+        cmap="magma",
+        vmin=-config.top_db,
+        vmax=0.0,
+    )
+    # Bin i of the spectrogram is centred on mel_frequencies[i]: label the axis in Hz at those places.
+    fmax = config.fmax or config.sample_rate / 2
+    centres = librosa.mel_frequencies(n_mels=config.n_mels, fmin=config.fmin, fmax=fmax)
+    ticks = [hz for hz in _MEL_TICKS_HZ if centres[0] <= hz <= centres[-1]]
+    ax.set_yticks(np.interp(ticks, centres, np.arange(config.n_mels) + 0.5), [f"{hz:g}" for hz in ticks])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel frequency (Hz)")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def has_timeline(prediction: Prediction, config: FeatureConfig) -> bool:
@@ -174,18 +238,20 @@ def has_timeline(prediction: Prediction, config: FeatureConfig) -> bool:
     return bool(len(prediction.window_starts) > 1 and prediction.window_starts[-1] >= config.window_seconds / 2)
 
 
-def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_K) -> PlotData:
-    """The song's top-``k`` genres, window by window: probability against each window's centre time.
-
-    A PNG drawn by :func:`genrewiz.plots.timeline_pixels`, handed to ``gr.Plot`` as the
-    base64 image it would have made of a matplotlib Figure, without building or saving one.
-    """
+def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_K) -> Figure:
+    """The song's top-``k`` genres, window by window: probability against each window's centre time."""
+    fig = Figure(figsize=_TIMELINE_SIZE, dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
     centres = prediction.window_starts + config.window_seconds / 2
-    lines = {genre: prediction.window_probabilities[:, prediction.labels.index(genre)] for genre, _ in prediction.top(k)}
-    xlabel = f"time (s), at the centre of each {config.window_seconds:.1f} s window"
-    buffer = io.BytesIO()
-    Image.fromarray(timeline_pixels(centres, lines, prediction.duration, xlabel)).save(buffer, format="PNG")
-    return PlotData(type="matplotlib", plot="data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    for genre, _ in prediction.top(k):
+        ax.plot(centres, prediction.window_probabilities[:, prediction.labels.index(genre)], marker=".", label=genre)
+    ax.set_xlim(0.0, prediction.duration)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(f"time (s), at the centre of each {config.window_seconds:.1f} s window")
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return fig
 
 
 def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -> str:
@@ -206,20 +272,104 @@ def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -
     return "\n\n".join(lines)
 
 
-def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
-    """Which weights are loaded, and the accuracy their ``metrics.json`` reports.
+def is_unsure(prediction: Prediction) -> bool:
+    """Whether the answer is a doubt: top genre under :data:`UNSURE_BELOW`, or within :data:`CLOSE_MARGIN` of the second."""
+    (_, first), (_, second) = (prediction.top(2) + [("", 0.0)])[:2]
+    return first < UNSURE_BELOW or first - second < CLOSE_MARGIN
 
-    Reads ``accuracy`` (a fraction), ``accuracy_std`` and ``protocol`` as ``train/`` writes them.
+
+def verdict_text(prediction: Prediction) -> str:
+    """The answer in words: ``Most likely jazz`` or, when :func:`is_unsure`, ``Not sure: jazz or blues?``."""
+    (first, _), (second, _) = (prediction.top(2) + [("", 0.0)])[:2]
+    return f"Not sure: {first} or {second}?" if is_unsure(prediction) else f"Most likely {first}"
+
+
+def verdict_markdown(prediction: Prediction) -> str:
+    """The verdict shown above the genre bars, with the probabilities behind it."""
+    (first, p1), (second, p2) = (prediction.top(2) + [("", 0.0)])[:2]
+    if is_unsure(prediction):
+        return (
+            f"### Not sure: {escape_markdown(first)} or {escape_markdown(second)}?\n"
+            f"{p1:.0%} and {p2:.0%}: too low or too close to call."
+        )
+    return f"### Most likely {escape_markdown(first)}\n{p1:.0%}, ahead of {escape_markdown(second)} at {p2:.0%}."
+
+
+def error_markdown(message: str) -> str:
+    """An error where the result would be; ``message`` (it holds the user's file name) is shown literally."""
+    return f"### {_ERROR_TITLE}\n{escape_markdown(message)}"
+
+
+def cnn_branch(source: ModelSource | None) -> str | None:
+    """The checkpoint's CNN branch (``musicnn`` or ``scratch``) as its ``config.json`` names it."""
+    path = source.directory / "config.json" if source is not None else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("cnn_branch", "scratch")
+
+
+def trust_sentence(metrics: dict[str, Any] | None, branch: str | None) -> str:
+    """What the model is and how often it is right, in one sentence, from its ``metrics.json``.
+
+    An artist-filtered evaluation (``split`` ``filtered/...``, as ``train/evaluate.py`` writes
+    it) is told as clips by artists never heard in training; a k-fold one (``split`` ``kfold``)
+    as the optimistic figure it is; anything else as no measured accuracy.
     """
+    if branch == "musicnn":
+        what = "GenreWiz is a neural network whose CNN branch is musicnn, pretrained on a million songs"
+    elif branch == "scratch":
+        what = "GenreWiz is a small neural network trained from scratch on GTZAN clips"
+    else:
+        what = "GenreWiz is a neural network trained on GTZAN clips"
+    metrics = metrics or {}
+    accuracy, clips, split = metrics.get("accuracy"), metrics.get("n_clips"), str(metrics.get("split", ""))
+    if isinstance(accuracy, (int, float)) and isinstance(clips, int):
+        right = f"right about {round(10 * accuracy)} times in 10 ({accuracy:.0%})"
+        if split.startswith("filtered"):
+            return f"{what}; trained the same way, it was {right} on {clips} clips by artists it never heard in training."
+        if split == "kfold":
+            return (
+                f"{what}; in a cross-validation on {clips} GTZAN clips it was {right}, an optimistic figure, "
+                "since clips by one artist can be on both sides."
+            )
+    return f"{what}; no measured accuracy ships with these weights, so take its answers as a guess."
+
+
+def weights_line(source: ModelSource | None) -> str:
+    """Which weights are loaded, linked to the Hub when they come from there."""
     where = source.describe() if source is not None else "weights passed in by the caller"
     if source is not None and source.kind == "hub":
         where = f"[{where}](https://huggingface.co/{source.location}/tree/{source.revision})"
-    metrics = metrics or {}
-    accuracy, std, protocol = metrics.get("accuracy"), metrics.get("accuracy_std"), metrics.get("protocol")
-    if not isinstance(accuracy, (int, float)):
-        return f"Model: {where}; no measured accuracy ships with these weights."
-    reported = f"{100 * accuracy:.1f}" + (f" ± {100 * std:.1f}" if isinstance(std, (int, float)) else "") + " %"
-    return f"Model: {where}; reported accuracy **{reported}**" + (f" — {protocol}" if protocol else "") + "."
+    return f"Weights: {where}."
+
+
+def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
+    """The header's note: :func:`trust_sentence`, then :func:`weights_line`."""
+    return f"{trust_sentence(metrics, cnn_branch(source))}\n\n{weights_line(source)}"
+
+
+def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, source: ModelSource | None) -> dict[str, Any]:
+    """What ``/analyse`` returns: everything the page shows, as JSON an API user can read."""
+    metrics = (source.metrics() if source is not None else None) or {}
+    return {
+        "file": name,
+        "verdict": verdict_text(prediction),
+        "sure": not is_unsure(prediction),
+        "genres": top_json(prediction.top(len(prediction.labels))),
+        "duration_s": round(prediction.duration, 2),
+        "source_duration_s": round(prediction.source_duration, 2),
+        "truncated": prediction.truncated,
+        "looped": prediction.padded,
+        "window_seconds": round(config.window_seconds, 4),
+        "windows": windows_json(prediction, config.window_seconds),
+        "model": {
+            "weights": source.describe() if source is not None else None,
+            "summary": trust_sentence(metrics, cnn_branch(source)),
+            "accuracy": metrics.get("accuracy"),
+            "protocol": metrics.get("protocol"),
+            "n_clips": metrics.get("n_clips"),
+        },
+    }
 
 
 def build_demo(
@@ -229,85 +379,116 @@ def build_demo(
     """The GenreWiz app around ``classifier``, queued and ready for :func:`launch`.
 
     ``examples`` defaults to :func:`list_examples`; their results are computed once at launch
-    (``gr.Examples(cache_examples=True)``, kept under ``$GRADIO_EXAMPLES_CACHE``).
+    (``gr.Examples(cache_examples=True)``, kept under ``$GRADIO_EXAMPLES_CACHE``). The page's
+    own events are private and show a bad input's message where the result would be; the API
+    endpoints ``/predict`` and ``/analyse`` hang on a hidden button and raise ``gr.Error``.
     """
     config = classifier.config
+    source = classifier.source
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
-    note = model_note(classifier.source, classifier.source.metrics() if classifier.source else None)
+    note = model_note(source, source.metrics() if source else None)
 
-    def predict(audio: str | None) -> tuple[dict[str, float], str, tuple[str, Prediction]]:
+    def classify(audio: str | None) -> Prediction:
+        return classify_upload(classifier, audio, getattr(demo, "max_file_size", None))
+
+    def render(audio: str, prediction: Prediction) -> str:
+        """The spectrogram PNG of ``prediction``, a file of its own in Gradio's cache."""
+        title = f"{Path(audio).name} · {analysed_span(prediction)}".replace("$", r"\$")  # a literal $, never mathtext
+        return write_png(spectrogram_image(prediction.mel, config, title), Path(spectrogram.GRADIO_CACHE) / SPECTROGRAM_FOLDER)
+
+    def predict(audio: str | None) -> tuple[dict[str, float], str]:
         """Top-5 genres with confidences, and the mel-spectrogram the model saw (PNG)."""
-        prediction = classify_file(classifier, audio, getattr(demo, "max_file_size", None))
-        name = Path(audio).name
-        title = f"{name} · {analysed_span(prediction)}"  # drawn as plain text: every character literal
-        folder = Path(spectrogram.GRADIO_CACHE) / SPECTROGRAM_FOLDER
-        image = write_png(spectrogram_image(prediction.mel, config, title), folder)
-        # The session keeps this for the UI-only follow-up, which needs the probabilities, not the
-        # (up to 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
+        try:
+            prediction = classify(audio)
+        except AudioError as err:
+            raise api_error(err) from err
+        return dict(prediction.top(TOP_K)), render(audio, prediction)
+
+    def analyse(audio: str | None) -> dict[str, Any]:
+        """Every genre's confidence, the verdict, the durations, the per-window timeline and the model, as JSON."""
+        try:
+            prediction = classify(audio)
+        except AudioError as err:
+            raise api_error(err) from err
+        return analysis_json(Path(audio).name, prediction, config, source)
+
+    def show(audio: str | None) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
+        """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place."""
+        try:
+            prediction = classify(audio)
+        except AudioError as err:
+            return error_markdown(str(err)), None, None, None
+        # The session keeps this for the follow-up, which needs the probabilities, not the (up to
+        # 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
         light = dataclasses.replace(prediction, mel=prediction.mel[:0].copy())
-        return dict(prediction.top(TOP_K)), image, (name, light)
+        return verdict_markdown(prediction), dict(prediction.top(TOP_K)), render(audio, prediction), (Path(audio).name, light)
 
-    def show_details(result: tuple[str, Prediction]) -> tuple[Any, str]:
+    def show_details(result: tuple[str, Prediction] | None) -> tuple[Any, str]:
+        if result is None:
+            return gr.update(value=None, visible=False), ""
         name, prediction = result
-        show = has_timeline(prediction, config)
-        timeline = timeline_figure(prediction, config) if show else None
-        return gr.update(value=timeline, visible=show), details_markdown(name, prediction, config)
+        visible = has_timeline(prediction, config)
+        timeline = timeline_figure(prediction, config) if visible else None
+        return gr.update(value=timeline, visible=visible), details_markdown(name, prediction, config)
 
-    def predict_all(audio: str) -> tuple[dict[str, float], str, Any, str]:
-        label, image, result = predict(audio)
-        return label, image, *show_details(result)
+    def show_all(audio: str) -> tuple[str, dict[str, float] | None, str | None, Any, str]:
+        verdict_md, genres, image, result = show(audio)
+        return verdict_md, genres, image, *show_details(result)
 
     with gr.Blocks(title="GenreWiz", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
-            "# 🎵 GenreWiz\n"
-            "Upload a song or record one: GenreWiz listens to it in "
-            f"{config.window_seconds:.1f}-second windows and names its genre among the ten GTZAN genres "
-            f"({', '.join(classifier.labels)})."
+            "# GenreWiz\n"
+            "Upload a song (mp3, m4a, wav, flac, ogg, webm, ...) or record one: GenreWiz names its genre among ten "
+            f"({', '.join(classifier.labels)}), listening to the first {classifier.max_duration / 60:g} minutes in {config.window_seconds:.0f}-second "
+            "windows. It starts as soon as an upload ends or a recording stops.",
+            elem_id="intro",
         )
         gr.Markdown(note, elem_id="model-note")
-        label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", render=False)
+        verdict = gr.Markdown(elem_id="verdict", render=False, latex_delimiters=[])
+        label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", show_heading=False, elem_id="genres", render=False)
         spectrogram = gr.Image(
-            label="Mel spectrogram", format="png", interactive=False, elem_id="spectrogram", render=False
+            label="What the model heard (mel spectrogram)", format="png", interactive=False, elem_id="spectrogram", render=False
         )
-        timeline = gr.Plot(label="Genre timeline", format="png", visible=False, elem_id="timeline", render=False)
+        timeline = gr.Plot(label="Genre over time", format="png", visible=False, elem_id="timeline", render=False)
         details = gr.Markdown(elem_id="details", render=False, latex_delimiters=[])
         state = gr.State()
-        with gr.Row():
-            with gr.Column(scale=2):
-                audio = gr.Audio(
-                    sources=["upload", "microphone"],
-                    type="filepath",
-                    label="Song (wav, mp3, flac, ogg; up to 10 minutes are analysed)",
-                )
-                button = gr.Button("Classify", variant="primary")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song")
+                verdict.render()
+                label.render()
                 if example_paths:
                     gr.Examples(
                         examples=example_paths,
                         inputs=audio,
-                        outputs=[label, spectrogram, timeline, details],
-                        fn=predict_all,
+                        outputs=[verdict, label, spectrogram, timeline, details],
+                        fn=show_all,
                         cache_examples=True,
                         cache_mode="eager",
                         preload=False,
                         label="Examples (results cached)",
                     )
-            with gr.Column(scale=3):
-                label.render()
+            with gr.Column(scale=3, min_width=320):
+                spectrogram.render()
+                timeline.render()
                 details.render()
-        spectrogram.render()
-        timeline.render()
+        api_only = gr.Button(visible=False)
+        analysis = gr.JSON(visible=False)
 
+        model_events = {"concurrency_limit": CONCURRENCY_LIMIT, "concurrency_id": "model"}
         gr.on(
-            [audio.upload, audio.stop_recording, button.click],
-            predict,
+            [audio.upload, audio.stop_recording],
+            show,
             inputs=audio,
-            outputs=[label, spectrogram, state],
-            api_name="predict",
-            concurrency_limit=CONCURRENCY_LIMIT,
-        ).success(show_details, inputs=state, outputs=[timeline, details], api_visibility="private")
+            outputs=[verdict, label, spectrogram, state],
+            api_visibility="private",
+            **model_events,
+        ).then(show_details, inputs=state, outputs=[timeline, details], api_visibility="private")
+        api_only.click(predict, inputs=audio, outputs=[label, spectrogram], api_name="predict", **model_events)
+        api_only.click(analyse, inputs=audio, outputs=analysis, api_name="analyse", **model_events)
         audio.clear(
-            lambda: (None, None, gr.update(value=None, visible=False), ""),
-            outputs=[label, spectrogram, timeline, details],
+            lambda: ("", None, None, gr.update(value=None, visible=False), ""),
+            outputs=[verdict, label, spectrogram, timeline, details],
             api_visibility="private",
             queue=False,
         )
@@ -317,7 +498,7 @@ def build_demo(
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
     """Start the server with the product's settings; ``kwargs`` add to or override them."""
-    settings: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "show_error": False}
+    settings: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "show_error": False, "css": APP_CSS}
     return demo.launch(**(settings | kwargs))
 
 

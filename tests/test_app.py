@@ -6,11 +6,9 @@ model is the bundled checkpoint: whatever it predicts, the app must serve it fai
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import html
-import io
 import json
 import os
 import re
@@ -33,7 +31,7 @@ from PIL import Image
 
 import app
 from conftest import BAD_INPUT_ERRORS, make_bad_inputs, make_odd_inputs
-from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
+from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import STYLES, write_clip
 
@@ -116,11 +114,37 @@ def assert_top5(label: dict) -> None:
 # --- served through gradio_client ---------------------------------------------------------------
 
 
-def test_api_is_one_named_predict_endpoint(client):
+def test_api_is_two_named_endpoints_predict_and_analyse(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/predict"]
-    returns = api["named_endpoints"]["/predict"]["returns"]
-    assert [r["component"] for r in returns] == ["Label", "Image"]
+    assert list(api["named_endpoints"]) == ["/predict", "/analyse"]
+    assert [r["component"] for r in api["named_endpoints"]["/predict"]["returns"]] == ["Label", "Image"]
+    assert [r["component"] for r in api["named_endpoints"]["/analyse"]["returns"]] == ["Json"]
+    for endpoint in ("/predict", "/analyse"):
+        assert [p["component"] for p in api["named_endpoints"][endpoint]["parameters"]] == ["Audio"]
+
+
+def test_analyse_gives_an_api_user_what_the_page_shows(client, clips, classifier, predictions):
+    """Every genre, the verdict, the durations and the per-window timeline, equal to the library's own answer."""
+    long_clip = max(clips, key=lambda c: len(predictions[c].window_starts))
+    expected = predictions[long_clip]
+    result = client.predict(handle_file(long_clip), api_name="/analyse")
+    assert result["file"] == Path(long_clip).name
+    assert [g["label"] for g in result["genres"]] == [g for g, _ in expected.top(10)]
+    assert [g["confidence"] for g in result["genres"]] == pytest.approx([p for _, p in expected.top(10)], abs=1e-4)
+    assert result["verdict"] == app.verdict_text(expected) and result["sure"] is not app.is_unsure(expected)
+    assert result["duration_s"] == pytest.approx(expected.duration, abs=0.01)
+    assert result["source_duration_s"] == pytest.approx(expected.source_duration, abs=0.01)
+    assert result["truncated"] is expected.truncated and result["looped"] is expected.padded
+    assert result["window_seconds"] == pytest.approx(classifier.config.window_seconds, abs=1e-3)
+    assert len(result["windows"]) == len(expected.window_starts) >= 2
+    for window, start, probabilities in zip(result["windows"], expected.window_starts, expected.window_probabilities):
+        assert window["start_s"] == pytest.approx(start, abs=1e-3)
+        assert window["end_s"] == pytest.approx(min(start + classifier.config.window_seconds, expected.duration), abs=1e-3)
+        assert [window["confidences"][g] for g in expected.labels] == pytest.approx(list(probabilities), abs=1e-4)
+    assert result["model"]["summary"] == app.trust_sentence(classifier.source.metrics(), app.cnn_branch(classifier.source))
+    assert result["model"]["weights"] == classifier.source.describe()
+    with pytest.raises(AppError, match="unsupported format '.py'"):
+        client.predict(handle_file(__file__), api_name="/analyse")
 
 
 def test_predict_each_example_through_client(client, clips, predictions):
@@ -200,7 +224,8 @@ def test_twenty_concurrent_requests_all_succeed(client, short_clip):
 
 def test_examples_respond_from_the_launch_cache(client, clips, classifier, predictions):
     for index, clip in enumerate(clips):
-        label, image, timeline, details = client.predict(index, api_name="/load_example")
+        verdict, label, image, timeline, details = client.predict(index, api_name="/load_example")
+        assert verdict.startswith("### " + app.verdict_text(predictions[clip]).split(":")[0])
         assert [c["label"] for c in label["confidences"]] == [g for g, _ in predictions[clip].top(5)]
         assert Path(image).is_file()
         assert app.escape_markdown(Path(clip).name) in details
@@ -210,10 +235,16 @@ def test_examples_respond_from_the_launch_cache(client, clips, classifier, predi
     assert any(Path(c).name.startswith("long_") for c in clips)
 
 
-def test_page_names_the_loaded_weights(served):
+def test_page_says_what_the_model_is_how_often_it_is_right_and_which_weights(served, classifier):
     config = httpx.get(f"{served[1]}config", timeout=30).json()
     notes = [c["props"].get("value", "") for c in config["components"] if c.get("props", {}).get("elem_id") == "model-note"]
-    assert notes and notes[0].startswith("Model: local checkpoint") and str(BUNDLED_DIR) in notes[0]
+    metrics = classifier.source.metrics()
+    assert notes == [f"{app.trust_sentence(metrics, app.cnn_branch(classifier.source))}\n\nWeights: local checkpoint {BUNDLED_DIR}."]
+    if str(metrics.get("split")).startswith("filtered"):  # the bundled model's own number, in plain words
+        assert f"right about {round(10 * metrics['accuracy'])} times in 10 ({metrics['accuracy']:.0%}) on {metrics['n_clips']} clips" in notes[0]
+        assert "by artists it never heard in training" in notes[0]
+    intro = next(c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "intro")
+    assert intro.startswith("# GenreWiz\n") and not any(ord(ch) > 0x2000 for ch in intro)  # no emoji to render as a box
 
 
 def test_hostile_corpus_gets_clear_errors_or_sane_answers(client, tmp_path):
@@ -292,13 +323,10 @@ def test_timeline_only_for_songs_longer_than_a_window(classifier, tmp_path):
     long = classifier.predict(write_clip(tmp_path / "long.flac", "chirp", 75))
     assert not app.has_timeline(short, classifier.config)
     assert app.has_timeline(long, classifier.config)
-    plot = app.timeline_figure(long, classifier.config)
-    header, data = plot.plot.split(",", 1)
-    assert plot.type == "matplotlib" and header == "data:image/png;base64"  # what gr.Plot shows as an image
-    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
-    assert pixels.shape == (280, 1000, 3)
-    for colour in plots.tab10()[:5]:  # one line (and legend entry) per top-5 genre
-        assert (np.abs(pixels - colour).sum(axis=2) < 12).sum() > 40
+    figure = app.timeline_figure(long, classifier.config)
+    (axes,) = figure.axes
+    assert [line.get_label() for line in axes.get_lines()] == [g for g, _ in long.top(5)]
+    assert all(len(line.get_xdata()) == len(long.window_starts) for line in axes.get_lines())
 
 
 def test_details_say_when_a_song_was_cut_or_looped(classifier, tmp_path):
@@ -311,22 +339,61 @@ def test_details_say_when_a_song_was_cut_or_looped(classifier, tmp_path):
     assert "looped" in app.details_markdown("short.wav", looped, classifier.config)
 
 
-def test_model_note_names_the_weights_and_their_accuracy(tmp_path):
+def test_trust_sentence_reads_either_evaluation_metrics_json_holds():
+    filtered = {"protocol": "whole-clip prediction on the artist-filtered valid split", "split": "filtered/valid",
+                "n_clips": 93, "accuracy": 0.8064516, "balanced_accuracy": 0.6856, "macro_f1": 0.6654}
+    assert app.trust_sentence(filtered, "musicnn") == (
+        "GenreWiz is a neural network whose CNN branch is musicnn, pretrained on a million songs; trained the same "
+        "way, it was right about 8 times in 10 (81%) on 93 clips by artists it never heard in training."
+    )
+    kfold = {"protocol": "stratified 5-fold cross-validation over 80 clips", "split": "kfold", "folds": 5,
+             "n_clips": 80, "accuracy": 0.5, "accuracy_std": 0.125}
+    assert app.trust_sentence(kfold, "scratch") == (
+        "GenreWiz is a small neural network trained from scratch on GTZAN clips; in a cross-validation on 80 GTZAN "
+        "clips it was right about 5 times in 10 (50%), an optimistic figure, since clips by one artist can be on both sides."
+    )
+    for missing in (None, {}, {"accuracy": 0.8}):
+        assert app.trust_sentence(missing, "musicnn").endswith("no measured accuracy ships with these weights, so take its answers as a guess.")
+
+
+def test_weights_line_links_hub_weights(tmp_path):
     PCRNN().save_pretrained(tmp_path)
-    metrics = {"accuracy": 0.78125, "accuracy_std": 0.0433, "protocol": "stratified 5-fold cross-validation over 80 clips"}
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     source = GenreClassifier.from_pretrained(tmp_path).source
-    assert app.model_note(source, source.metrics()) == (
-        f"Model: local checkpoint {tmp_path}; reported accuracy **78.1 ± 4.3 %** "
-        "— stratified 5-fold cross-validation over 80 clips."
-    )
+    assert app.cnn_branch(source) == "scratch"
+    assert app.model_note(source, None).endswith(f"\n\nWeights: local checkpoint {tmp_path}.")
     hub = dataclasses.replace(source, kind="hub", location="genrewiz/pcrnn-gtzan", revision="3f2a1c9d" * 5)
-    assert app.model_note(hub, {"accuracy": 0.8}) == (
-        "Model: [Hub genrewiz/pcrnn-gtzan @ 3f2a1c9](https://huggingface.co/genrewiz/pcrnn-gtzan/tree/"
-        + "3f2a1c9d" * 5
-        + "); reported accuracy **80.0 %**."
+    assert app.weights_line(hub) == (
+        "Weights: [Hub genrewiz/pcrnn-gtzan @ 3f2a1c9](https://huggingface.co/genrewiz/pcrnn-gtzan/tree/" + "3f2a1c9d" * 5 + ")."
     )
-    assert app.model_note(source, None).endswith("no measured accuracy ships with these weights.")
+
+
+def with_probabilities(prediction: Prediction, probabilities: list[float]) -> Prediction:
+    return dataclasses.replace(prediction, probabilities=np.array(probabilities))
+
+
+@pytest.mark.parametrize(
+    "top, sure",
+    [((0.72, 0.20), True), ((0.51, 0.35), True), ((0.45, 0.10), False), ((0.55, 0.41), False), ((0.60, 0.46), False)],
+)
+def test_an_unsure_answer_says_so(classifier, tmp_path, top, sure):
+    """Under 50 %, or less than 15 points ahead of the second genre: a question, not a bold genre."""
+    prediction = classifier.predict(write_clip(tmp_path / "clip.wav", "pad", 3))
+    rest = (1.0 - sum(top)) / 8
+    answer = with_probabilities(prediction, [top[0], top[1], *[rest] * 8])
+    first, second = answer.labels[:2]
+    assert app.is_unsure(answer) is not sure
+    if sure:
+        assert app.verdict_text(answer) == f"Most likely {first}"
+        assert app.verdict_markdown(answer).startswith(f"### Most likely {first}\n{top[0]:.0%}, ahead of {second}")
+    else:
+        assert app.verdict_text(answer) == f"Not sure: {first} or {second}?"
+        assert app.verdict_markdown(answer) == f"### Not sure: {first} or {second}?\n{top[0]:.0%} and {top[1]:.0%}: too low or too close to call."
+
+
+def test_an_error_is_shown_literally_in_the_verdicts_place():
+    message = "<img src=x>[a](b).wav: not a readable audio file"
+    assert app.error_markdown(message) == "### Can't analyse this audio\n" + app.escape_markdown(message)
+    assert "\\<img src\\=x\\>\\[a\\]\\(b\\)" in app.error_markdown(message)
 
 
 # --- what a Space runs ----------------------------------------------------------------------------
@@ -336,7 +403,7 @@ def test_model_note_names_the_weights_and_their_accuracy(tmp_path):
 def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_clip):
     checkpoint = tmp_path / "checkpoint"
     PCRNN().save_pretrained(checkpoint)
-    (checkpoint / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    (checkpoint / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "n_clips": 40, "split": "filtered/valid"}))
     port = free_port()
     env = os.environ | {
         "GENREWIZ_MODEL": str(checkpoint),
@@ -361,7 +428,9 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
         label, _ = client.predict(handle_file(short_clip), api_name="/predict")
         assert_top5(label)
         config = httpx.get(f"{url}config", timeout=30).json()
-        assert f"local checkpoint {checkpoint}; reported accuracy **50.0 %**" in json.dumps(config, ensure_ascii=False)
+        shown = json.dumps(config, ensure_ascii=False)
+        assert "right about 5 times in 10 (50%) on 40 clips by artists it never heard in training" in shown
+        assert f"Weights: local checkpoint {checkpoint}." in shown
     finally:
         process.terminate()
         process.wait(timeout=30)

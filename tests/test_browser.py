@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -52,6 +53,42 @@ def require_browser() -> None:
         pytest.skip(reason)
 
 
+LAYOUT_JS = """() => {
+  const box = (sel) => { const e = document.querySelector(sel); if (!e) return null;
+    const b = e.getBoundingClientRect(); return {x: b.x, y: b.y, w: b.width, h: b.height, right: b.right, bottom: b.bottom}; };
+  const label = (sel) => { const e = document.querySelector(sel + ' [data-testid="block-label"]');
+    return e ? {scroll: e.scrollWidth, client: e.clientWidth, bottom: e.getBoundingClientRect().bottom} : null; };
+  const strip = document.querySelector('#spectrogram button');
+  return {spectrogram: box('#spectrogram img'), timeline: box('#timeline img'), spectrogramBlock: box('#spectrogram'),
+          song: label('#song'), spectrogramLabel: label('#spectrogram'), timelineLabel: label('#timeline'),
+          verdict: box('#verdict'), strip: strip ? {scroll: strip.scrollWidth, client: strip.clientWidth} : null,
+          viewport: {w: window.innerWidth, h: window.innerHeight}};
+}"""
+"""Where the page put the figures, the audio label and the verdict, in CSS pixels."""
+
+
+def check_desktop_layout(layout: dict) -> None:
+    """1366x900: both figures fill the same column width (so their time axes line up), above the fold."""
+    spectrogram, timeline = layout["spectrogram"], layout["timeline"]
+    assert abs(spectrogram["x"] - timeline["x"]) <= 1 and abs(spectrogram["w"] - timeline["w"]) <= 1, layout
+    assert spectrogram["w"] >= 600 and timeline["bottom"] <= layout["viewport"]["h"], layout
+    assert layout["spectrogramLabel"]["bottom"] <= spectrogram["y"] + 1, "the panel label covers the figure"
+    assert layout["timelineLabel"]["bottom"] <= timeline["y"] + 1, "the panel label covers the figure"
+    assert layout["song"]["scroll"] <= layout["song"]["client"], "the audio label is cut off"
+
+
+def check_phone_layout(layout: dict) -> None:
+    """390x844: the figures keep a readable width in a strip that scrolls from their left edge; nothing is cut off."""
+    block = layout["spectrogramBlock"]
+    for figure in (layout["spectrogram"], layout["timeline"]):
+        assert figure["w"] >= 700, layout  # ~0.7 of its drawn size, as on a desktop, not a third of it
+        assert figure["x"] >= block["x"] - 1, "the start of the figure is out of reach"
+    assert layout["strip"]["scroll"] > layout["strip"]["client"], "the figure does not scroll sideways"
+    assert layout["song"]["scroll"] <= layout["song"]["client"], "the audio label is cut off"
+    assert layout["spectrogramLabel"]["bottom"] <= layout["spectrogram"]["y"] + 1, "the panel label covers the figure"
+    assert layout["verdict"]["w"] <= layout["viewport"]["w"], layout
+
+
 def test_upload_record_examples_in_chromium(tmp_path):
     require_browser()
     from playwright.sync_api import expect, sync_playwright
@@ -67,6 +104,7 @@ def test_upload_record_examples_in_chromium(tmp_path):
     not_audio.write_bytes(b"GenreWiz: this is not audio\n" * 200)
     microphone = write_clip(tmp_path / "microphone.wav", "pad", 10, sample_rate=44_100)
     genres = re.compile("|".join(GTZAN_GENRES))
+    verdicts = re.compile(r"^(Most likely|Not sure: )")
 
     with running_app(classifier, examples, tmp_path / "examples-cache") as (_, url, _), sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
@@ -74,35 +112,55 @@ def test_upload_record_examples_in_chromium(tmp_path):
             executable_path=CHROMIUM,
             headless=True,
             args=[*CHROMIUM_FLAGS, *FAKE_MICROPHONE_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
-            viewport={"width": 1280, "height": 1400},
+            viewport={"width": 1366, "height": 900},
         )
         browser.set_default_timeout(TIMEOUT_MS)
         try:
             page = browser.new_page()
             page.goto(url)
-            expect(page.locator("#model-note")).to_contain_text("Model: local checkpoint")
+            expect(page.locator("#model-note")).to_contain_text("GenreWiz is a neural network")
+            expect(page.locator("#model-note")).to_contain_text("Weights: local checkpoint")
 
-            # Upload a clip: its top genre, spectrogram and details appear.
+            # Upload a clip: a verdict in words, its top genre, spectrogram and details appear.
             page.locator('input[data-testid="file-upload"]').set_input_files(upload)
             expect(page.locator("#details")).to_contain_text(Path(upload).name)
+            expect(page.locator("#verdict h3")).to_have_text(verdicts)
+            assert page.locator("#verdict h3").inner_text() == app.verdict_text(classifier.predict(upload))
             top = page.locator('h2[data-testid="label-output-value"]')
-            expect(top).to_have_text(genres)
-            assert top.inner_text().strip() == classifier.predict(upload).genre
+            expect(top).to_have_count(0)  # the genre bars, without a second bold heading beside the verdict
+            expect(page.locator("#genres")).to_contain_text(genres)
             expect(page.locator("#spectrogram img")).to_be_visible()
             page.screenshot(path=tmp_path / "genrewiz-upload.png", full_page=True)
 
-            # A cached example shows at once, with its genre timeline.
+            # A cached example shows at once, with its genre timeline, both figures one above the other.
             page.get_by_text(Path(long_example).name, exact=True).first.click()
             expect(page.locator("#details")).to_contain_text(Path(long_example).name)
-            expect(page.locator("#timeline")).to_be_visible()
-            page.screenshot(path=tmp_path / "genrewiz-example.png", full_page=True)
+            expect(page.locator("#timeline img")).to_be_visible()
+            page.wait_for_timeout(500)
+            check_desktop_layout(page.evaluate(LAYOUT_JS))
+            page.screenshot(path=tmp_path / "genrewiz-desktop.png")
 
-            # Bad input: a clear message, and the page keeps working.
+            # The same page on a phone.
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.wait_for_timeout(500)
+            check_phone_layout(page.evaluate(LAYOUT_JS))
+            page.screenshot(path=tmp_path / "genrewiz-phone.png", full_page=True)
+
+            # Bad input: the message stays where the result would be (no pop-up that fades), until the next input.
             page = browser.new_page()
             page.goto(url)
             page.locator('input[data-testid="file-upload"]').set_input_files(not_audio)
-            expect(page.locator('[data-testid="toast-body"]').first).to_contain_text("not a readable audio file")
+            expect(page.locator("#verdict")).to_contain_text("Can't analyse this audio")
+            expect(page.locator("#verdict")).to_contain_text("not_audio.wav: not a readable audio file")
+            page.wait_for_timeout(12_000)  # longer than Gradio's pop-ups last
+            expect(page.locator("#verdict")).to_contain_text("not a readable audio file")
+            expect(page.locator('[data-testid="toast-body"]')).to_have_count(0)
+            expect(page.locator("#genres")).not_to_contain_text("Error")
             page.screenshot(path=tmp_path / "genrewiz-error.png")
+            page.locator("#song").get_by_role("button", name="Clear").click()
+            expect(page.locator("#verdict")).not_to_contain_text("Can't analyse this audio")
+            page.locator('input[data-testid="file-upload"]').set_input_files(upload)
+            expect(page.locator("#verdict h3")).to_have_text(verdicts)
 
             # Record from the (fake) microphone: stopping the recording classifies it.
             page = browser.new_page()
@@ -112,8 +170,12 @@ def test_upload_record_examples_in_chromium(tmp_path):
             time.sleep(3)
             page.get_by_role("button", name="Stop", exact=True).locator("visible=true").first.click()
             expect(page.locator("#details")).to_contain_text("audio.wav")
-            expect(page.locator('h2[data-testid="label-output-value"]')).to_have_text(genres)
+            expect(page.locator("#verdict h3")).to_have_text(verdicts)
             page.screenshot(path=tmp_path / "genrewiz-microphone.png", full_page=True)
         finally:
             browser.close()
-    assert (tmp_path / "genrewiz-upload.png").stat().st_size > 10_000
+    for name in ("upload", "desktop", "phone", "error"):
+        assert (tmp_path / f"genrewiz-{name}.png").stat().st_size > 10_000
+    if os.environ.get("GENREWIZ_SCREENSHOTS"):  # keep them to look at
+        for shot in tmp_path.glob("genrewiz-*.png"):
+            shutil.copy(shot, os.environ["GENREWIZ_SCREENSHOTS"])
