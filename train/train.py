@@ -10,6 +10,10 @@ on the held-out fold (no selection on the clips it is scored on); ``all`` trains
 every clip. The output folder is a ``save_pretrained`` checkpoint plus ``history.json`` and
 ``train.log``; ``kfold`` writes one per fold and the pooled evaluation report beside them.
 
+Each epoch leaves ``checkpoint.pt`` in the output folder (weights, optimizer, schedule, random
+states, history), so ``--resume`` continues a killed run from its last finished epoch with the
+same result as a run never stopped; ``--device`` picks the CPU or the GPU.
+
 ``--cnn-branch musicnn`` (the default) starts the CNN branch from musicnn's Million Song Dataset
 weights and keeps it frozen: its outputs for a few fixed views of each clip are computed once
 and cached, so an epoch trains only the GRU branch and the linear layer. ``--finetune`` trains
@@ -103,9 +107,22 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def pick_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICES = ("auto", "cpu", "cuda")
+CHECKPOINT = "checkpoint.pt"
+"""The run's state after its last finished epoch, in its output folder: what ``--resume`` reads."""
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """``cuda`` or ``cpu`` as asked; ``auto``: the GPU when there is one, else the CPU.
+
+    Raises:
+        ValueError: ``cuda`` was asked for and there is no usable CUDA GPU.
+    """
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False)")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,8 @@ class Setup:
     cnn_branch: str = "musicnn"
     cache_root: Path | None = None
     progress: bool = True
+    device: str = "auto"
+    resume: bool = False
 
 
 def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
@@ -206,15 +225,20 @@ def fit(
     out_dir: Path,
     select_best: bool = True,
     progress: bool = True,
+    device: torch.device | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train ``model`` in place, save the checkpoint to ``out_dir``, and return the history.
 
     With ``select_best`` and validation clips, the saved weights are those of the epoch with the
     best validation accuracy (ties: lower loss) and training stops after ``patience`` epochs
     without improvement; otherwise the final weights are saved. Train accuracy is measured on
-    the augmented batches against each mixed target's dominant label.
+    the augmented batches against each mixed target's dominant label. After each epoch the
+    whole state goes to :data:`CHECKPOINT`; with ``resume`` an existing one is loaded and
+    training goes on from the epoch after it (a recipe that differs, but for ``epochs``, is an
+    error).
     """
-    device = pick_device()
+    device = device or pick_device()
     seed_everything(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     model.to(device)
@@ -230,8 +254,12 @@ def fit(
     history: dict = {"recipe": asdict(recipe), "device": str(device), "n_train": len(train), "n_valid": len(valid)}
     history.update(epochs=[], best_epoch=None, best_valid_accuracy=None, training_time_s=None)
     best = (-1.0, math.inf)
-    started = time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
+    first_epoch = 1
+    if resume and (out_dir / CHECKPOINT).is_file():
+        first_epoch, history, best = _load_checkpoint(out_dir / CHECKPOINT, model, optimizer, scheduler, rng, recipe)
+        logger.info("resumed from %s after epoch %d", out_dir / CHECKPOINT, first_epoch - 1)
+    started = time.perf_counter() - (history["training_time_s"] or 0.0)
+    for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         order = rng.permutation(len(train))
         loss_sum = correct = 0.0
@@ -282,6 +310,7 @@ def fit(
                 break
         history["training_time_s"] = time.perf_counter() - started
         _write_json(out_dir / "history.json", history)
+        _save_checkpoint(out_dir / CHECKPOINT, epoch, model, optimizer, scheduler, rng, history, best)
     if not (select_best and valid):
         history["best_epoch"] = history["epochs"][-1]["epoch"]
         model.save_pretrained(out_dir)
@@ -291,6 +320,44 @@ def fit(
     if select_best and valid:
         model.load_state_dict(PCRNN.from_pretrained(out_dir).state_dict())
     return history
+
+
+def _save_checkpoint(path: Path, epoch: int, model: PCRNN, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator, history: dict,
+                     best: tuple[float, float]) -> None:
+    """Everything a resumed run needs after ``epoch``, as tensors and JSON text (``weights_only`` loads it).
+
+    Written to a temporary file and renamed, so a run killed while saving keeps the previous epoch's.
+    """
+    random = {"numpy": rng.bit_generator.state, "epoch": epoch, "history": history, "best": list(best)}
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "json": json.dumps(random)}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def _load_checkpoint(path: Path, model: PCRNN, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator,
+                     recipe: Recipe) -> tuple[int, dict, tuple[float, float]]:
+    """Restore :func:`_save_checkpoint`'s state in place; returns the next epoch, the history and the best score."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["json"])
+    others = {k: v for k, v in saved["history"]["recipe"].items() if k != "epochs"}
+    if others != {k: v for k, v in asdict(recipe).items() if k != "epochs"}:
+        raise ValueError(f"--resume: {path} was written with another recipe ({saved['history']['recipe']}); "
+                         "resume with the same options (only --epochs may change) or train into a new --out")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    rng.bit_generator.state = saved["numpy"]
+    history = saved["history"] | {"recipe": asdict(recipe)}
+    return saved["epoch"] + 1, history, (saved["best"][0], saved["best"][1])
 
 
 def train_split(
@@ -308,7 +375,7 @@ def train_split(
     logger.info("%s: %d train / %d valid clips, %s CNN branch%s, %d parameters (%d trained)", split.name, len(train),
                 len(valid), setup.cnn_branch, " (frozen)" if is_frozen(model) else "",
                 sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
-    history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress)
+    history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress, pick_device(setup.device), setup.resume)
     history.update(split=split.name, missing=split.missing)
     _write_json(out_dir / "history.json", history)
     return model.eval(), history
@@ -367,6 +434,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-last", action="store_true",
                         help="random/filtered: keep the final epoch, not the best on valid, so the valid score "
                              "measures the fixed recipe rather than a selection")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to train: auto (the GPU when there is one), cpu or cuda (default auto)")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue a killed run from the {CHECKPOINT} its --out folder holds (its last finished "
+                             "epoch), with the same options; --epochs may be raised")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     defaults = Recipe()
     for f in fields(Recipe):
@@ -384,6 +456,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.split in ("filtered", "trainval") and args.split_dir is None:
         parser.error(f"--split {args.split} needs --split-dir (the folder of *_filtered.txt lists)")
+    try:
+        pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -400,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels = data.labels_of(clips)
     if args.exclude:
         clips = data.exclude_listed(clips, args.exclude)
-    logger.info("%d clips in %d genres under %s; device %s", len(clips), len(labels), args.data, pick_device())
+    logger.info("%d clips in %d genres under %s; device %s", len(clips), len(labels), args.data, pick_device(args.device))
     if args.split == "kfold":
         splits = data.kfold_splits(clips, args.folds, recipe.seed)
     elif args.split == "random":
@@ -415,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict:
     mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
                                        not args.no_progress)
     skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
-    setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress)
+    setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress, args.device, args.resume)
     if args.split == "kfold":
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
