@@ -7,9 +7,13 @@ Prints:
   example results computed at start-up (a fresh example cache, as on a new Space);
 - p50/p95 latency of ``/predict`` for a 30 s clip (upload + decode + model + spectrogram PNG +
   download) at 1 and 8 concurrent clients, each client its own ``gradio_client.Client``;
-- the latency of a cached example (``/load_example``).
+- the latency of a cached example (``/load_example``);
+- the issue's targets (p50 <= 300 ms at 1 client, >= 4 requests/s at 8, cached example <= 100 ms), met or not.
 
-    python benchmarks/bench_app.py            # ~2-3 minutes on 2 cores
+``--branch scratch`` serves a from-scratch PCRNN (random weights, same compute) instead of the
+bundled checkpoint's architecture.
+
+    python benchmarks/bench_app.py [--branch scratch|musicnn]      # ~2-3 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import app  # noqa: E402  (the app's own example listing, not a copy)
+from benchmarks.bench_inference import checkpoint  # noqa: E402  (the same checkpoints as the inference benchmark)
 
 
 def free_port() -> int:
@@ -65,13 +70,14 @@ def thirty_second_clip(folder: Path) -> Path:
 class Server:
     """``python app.py`` in a subprocess, timed from process start."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, model: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = workdir / f"app-{self.port}.log"
         env = os.environ | {
             "GRADIO_SERVER_PORT": str(self.port),
             "GRADIO_EXAMPLES_CACHE": str(workdir / f"cache-{self.port}"),
+            "GENREWIZ_MODEL": str(model),
         }
         self.log = open(self.log_path, "wb")
         self.started = time.perf_counter()
@@ -103,9 +109,9 @@ class Server:
         self.log.close()
 
 
-def cold_start(workdir: Path, clip: Path) -> tuple[float, float, Server, Client]:
+def cold_start(workdir: Path, clip: Path, model: Path) -> tuple[float, float, Server, Client]:
     """(seconds to first answer, seconds to first prediction) for a fresh ``python app.py``."""
-    server = Server(workdir)
+    server = Server(workdir, model)
     client, answering = server.wait_for_client()
     client.predict(handle_file(str(clip)), api_name="/predict")
     return answering, time.perf_counter() - server.started, server, client
@@ -149,10 +155,12 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=2, help="fresh app.py starts to time (default 2)")
     parser.add_argument("--requests", type=int, default=20, help="requests in the one-client run (default 20)")
     parser.add_argument("--requests-each", type=int, default=5, help="requests per client at 8 clients (default 5)")
+    parser.add_argument("--branch", choices=("scratch", "musicnn"), help="CNN branch to serve (default: the bundled one's)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        model = checkpoint(args.branch, workdir) if args.branch else ROOT / "genrewiz" / "weights"
         clip = thirty_second_clip(workdir)
         load = os.getloadavg()
         print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
@@ -166,16 +174,18 @@ def main() -> None:
         for run in range(args.cold_runs):
             if server is not None:
                 server.stop()
-            answering, first, server, client = cold_start(workdir, clip)
+            answering, first, server, client = cold_start(workdir, clip, model)
             print(f"cold start {run + 1}: server answering {answering:6.2f} s, first prediction {first:6.2f} s")
         assert server is not None and client is not None
         print(f"weights: {server.model_note()}")
 
         try:
             times, wall = latencies(server.url, clip, 1, args.requests)
+            one_p50 = float(np.percentile(times, 50))
             print(f"\n/predict, 1 client:   {summary(times)}   {len(times) / wall:.2f} req/s")
             times, wall = latencies(server.url, clip, 8, args.requests_each)
-            print(f"/predict, 8 clients:  {summary(times)}   {len(times) / wall:.2f} req/s")
+            eight_rate = len(times) / wall
+            print(f"/predict, 8 clients:  {summary(times)}   {eight_rate:.2f} req/s")
             cached = []
             for index in range(len(app.list_examples())):
                 start = time.perf_counter()
@@ -185,6 +195,14 @@ def main() -> None:
                 print(f"cached example:       {summary(cached)}")
         finally:
             server.stop()
+        verdicts = [
+            f"p50 at 1 client {1000 * one_p50:.0f} ms (target <= 300 ms): {'met' if one_p50 <= 0.3 else 'NOT met'}",
+            f"8 clients {eight_rate:.2f} requests/s (target >= 4): {'met' if eight_rate >= 4 else 'NOT met'}",
+        ]
+        if cached:
+            cached_p50 = float(np.percentile(cached, 50))
+            verdicts.append(f"cached example p50 {1000 * cached_p50:.0f} ms (target <= 100 ms): {'met' if cached_p50 <= 0.1 else 'NOT met'}")
+        print("targets:\n  " + "\n  ".join(verdicts))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ model is the bundled checkpoint: whatever it predicts, the app must serve it fai
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import html
+import io
 import json
 import os
 import re
@@ -31,7 +33,7 @@ from PIL import Image
 
 import app
 from conftest import BAD_INPUT_ERRORS, make_bad_inputs, make_odd_inputs
-from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction
+from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import STYLES, write_clip
 
@@ -323,10 +325,13 @@ def test_timeline_only_for_songs_longer_than_a_window(classifier, tmp_path):
     long = classifier.predict(write_clip(tmp_path / "long.flac", "chirp", 75))
     assert not app.has_timeline(short, classifier.config)
     assert app.has_timeline(long, classifier.config)
-    figure = app.timeline_figure(long, classifier.config)
-    (axes,) = figure.axes
-    assert [line.get_label() for line in axes.get_lines()] == [g for g, _ in long.top(5)]
-    assert all(len(line.get_xdata()) == len(long.window_starts) for line in axes.get_lines())
+    plot = app.timeline_figure(long, classifier.config)
+    header, data = plot.plot.split(",", 1)
+    assert plot.type == "matplotlib" and header == "data:image/png;base64"  # what gr.Plot shows as an image
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
+    assert pixels.shape == (280, 1000, 3)
+    for colour in plots.tab10()[:5]:  # one line (and legend entry) per top-5 genre
+        assert (np.abs(pixels - colour).sum(axis=2) < 12).sum() > 40
 
 
 def test_details_say_when_a_song_was_cut_or_looped(classifier, tmp_path):
