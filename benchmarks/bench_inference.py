@@ -33,7 +33,7 @@ import torch
 
 from genrewiz import GenreClassifier
 from genrewiz.audio import load_audio
-from genrewiz.cli import find_audio_files, predict_files
+from genrewiz.cli import MODEL_THREADS, find_audio_files, predict_files
 from genrewiz.features import log_mel, make_windows
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
@@ -124,8 +124,10 @@ def genrewiz_command(paths: list[Path], model: Path, jobs: int, output: Path) ->
     return time.perf_counter() - start
 
 
-def bench_folder(classifier: GenreClassifier, model: Path, folder: Path, jobs: int) -> dict[str, float]:
-    """Files/s in-process (model already loaded) and as a fresh command; the command's start-up; first file."""
+def bench_folder(model: Path, folder: Path, jobs: int) -> dict[str, float]:
+    """Files/s in-process (model already loaded, threads as the CLI sets them) and as a fresh command; the command's
+    start-up; first file."""
+    classifier = GenreClassifier.from_pretrained(model, num_threads=MODEL_THREADS)
     files = find_audio_files([folder])
     start = time.perf_counter()
     rows = list(predict_files(classifier, files, top=3, jobs=jobs))
@@ -153,7 +155,8 @@ def main() -> None:
     torch.set_num_threads(1)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; torch "
-          f"{torch.__version__} on 1 thread, ONNX Runtime on 1 intra-op thread; medians of {args.repeats} runs\n")
+          f"{torch.__version__} on 1 thread, ONNX Runtime on 1 intra-op thread per song ({MODEL_THREADS} for the folder, "
+          f"as the CLI runs it); medians of {args.repeats} runs\n")
     verdicts: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -192,7 +195,7 @@ def main() -> None:
                     ratio, most = f["total"] / f["decode"], TARGETS[branch][0]
                     verdicts.append(f"{branch}: 30 s mp3 end-to-end {ratio:.2f}x decode (target <= {most}x): "
                                     f"{'met' if ratio <= most else 'NOT met'}")
-            folder_figures = bench_folder(classifier, model_dir, folder, args.jobs)
+            folder_figures = bench_folder(model_dir, folder, args.jobs)
             print(f"folder of {args.files} x 30 s mp3, --jobs {args.jobs}: {folder_figures['in_process']:.1f} files/s with the "
                   f"model loaded, {folder_figures['command']:.1f} files/s as a fresh command (start-up and model load "
                   f"{folder_figures['startup_s']:.1f} s = {100 * folder_figures['startup_share']:.0f} % of it); "
