@@ -141,19 +141,26 @@ class GenreClassifier:
 
     @classmethod
     def from_pretrained(
-        cls, source: str | os.PathLike[str] | None = None, *, cache_dir: str | Path | None = None, **kwargs
+        cls,
+        source: str | os.PathLike[str] | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        num_threads: int | None = 1,
+        batch_size: int = 16,
+        **kwargs,
     ) -> GenreClassifier:
         """Load weights from a Hub repo id, a local folder, or (by default) the resolved checkpoint."""
         resolved = resolve_source(source, cache_dir=cache_dir)
-        engine = OnnxEngine.for_checkpoint(resolved.directory, kwargs.get("num_threads", 1), kwargs.get("batch_size", 16))
+        settings = {"num_threads": num_threads, "batch_size": batch_size, **kwargs}
+        engine = OnnxEngine.for_checkpoint(resolved.directory, num_threads, batch_size)
         if engine is not None:
             logger.info("GenreWiz weights: %s (ONNX Runtime)", resolved.describe())
-            return cls(source=resolved, engine=engine, **kwargs)
+            return cls(source=resolved, engine=engine, **settings)
         from .model import PCRNN
 
         model = PCRNN.from_pretrained(resolved.directory)
         logger.info("GenreWiz weights: %s (PyTorch)", resolved.describe())
-        return cls(model, resolved, **kwargs)
+        return cls(model, resolved, **settings)
 
     @property
     def model(self) -> PCRNN:
