@@ -68,8 +68,9 @@ _ANALYSIS_SCHEMA = pa.schema(
 """Between the decoding tasks and the model actors: the log-mel as raw float32 bytes."""
 DECODE_CPUS = 0.5
 """CPU share of one decoding task (a model actor takes 1: one torch thread)."""
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
-"""What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``."""
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx")
+"""What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``
+(``model.onnx`` where the checkpoint has one, so that actors serve with ONNX Runtime too)."""
 
 
 @dataclass
@@ -133,7 +134,8 @@ def predict_dataset(
         raise ValueError("no audio files found in " + ", ".join(paths_or_uris))
     classifier = GenreClassifier.from_pretrained(model, max_duration=max_duration)
     dataset = ray.data.from_items([{"path": path} for path in files], override_num_blocks=-(-len(files) // files_per_task))
-    checkpoint = {name: (classifier.source.directory / name).read_bytes() for name in CHECKPOINT_FILES}
+    folder = classifier.source.directory
+    checkpoint = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES if (folder / name).is_file()}
     pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=_cluster_cpus())
     # Different CPU shares keep Ray from fusing decoding into the actors, where it would run
     # one file at a time per model; two decoding tasks per core keep a core busy while a
