@@ -23,9 +23,9 @@ TIMELINE_SIZE = (1000, 280)
 MEL_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000)
 _FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 _TEXT, _TICK_SIZE, _TITLE_SIZE = 14, 5, 16
-_PLOT = (70, 27, 915, 351)  # left, top, right, bottom of the spectrogram inside SPECTROGRAM_SIZE
-_COLOUR_BAR = (924, 940)
-_TIMELINE_PLOT = (58, 10, 878, 232)
+PLOT_AREA = (70, 27, 880, 351)  # left, top, right, bottom of the spectrogram inside SPECTROGRAM_SIZE
+COLOUR_BAR = (889, 905)
+TIMELINE_AREA = (70, 10, 880, 232)  # same left and right as the spectrogram: the two time axes line up
 _SUPERSAMPLE = 2  # the timeline's lines are drawn at twice the size and scaled down: smooth, as matplotlib's
 
 
@@ -72,7 +72,7 @@ def _spectrogram_frame(n_mels: int, fmin: float, fmax: float, top_db: float) -> 
     """Everything of the spectrogram picture that depends only on the model: Hz axis, colour bar, labels."""
     image = Image.new("RGB", SPECTROGRAM_SIZE, "white")
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = _PLOT
+    left, top, right, bottom = PLOT_AREA
     centres = mel_frequencies(n_mels, fmin, fmax)
     ticks = [hz for hz in MEL_TICKS_HZ if centres[0] <= hz <= centres[-1]]
     for hz, position in zip(ticks, np.interp(ticks, centres, np.arange(n_mels) + 0.5)):
@@ -81,7 +81,7 @@ def _spectrogram_frame(n_mels: int, fmin: float, fmax: float, top_db: float) -> 
         _text(draw, (left - _TICK_SIZE - 3, y), _label(hz), _TEXT, "rm")
     _vertical_text(image, "mel frequency (Hz)", (14, (top + bottom) // 2))
     _text(draw, ((left + right) / 2, SPECTROGRAM_SIZE[1] - 6), "time (s)", _TEXT, "md")
-    bar_left, bar_right = _COLOUR_BAR
+    bar_left, bar_right = COLOUR_BAR
     gradient = magma()[np.linspace(255, 0, bottom - top).astype(np.uint8)]
     image.paste(Image.fromarray(np.repeat(gradient[:, None], bar_right - bar_left, axis=1)), (bar_left, top))
     draw.rectangle([bar_left, top, bar_right, bottom], outline="black")
@@ -113,7 +113,7 @@ def spectrogram_pixels(mel_db: np.ndarray, config: FeatureConfig, title: str) ->
     a dB colour bar and ``title``, drawn as text (no markup)."""
     fmax = config.fmax or config.sample_rate / 2
     image = _spectrogram_frame(config.n_mels, config.fmin, fmax, config.top_db).copy()
-    left, top, right, bottom = _PLOT
+    left, top, right, bottom = PLOT_AREA
     image.paste(_colour(mel_db, config.top_db, (right - left, bottom - top)), (left, top))
     draw = ImageDraw.Draw(image)
     draw.rectangle([left, top, right, bottom], outline="black")
@@ -141,7 +141,7 @@ def timeline_pixels(
     s = _SUPERSAMPLE
     image = Image.new("RGB", (TIMELINE_SIZE[0] * s, TIMELINE_SIZE[1] * s), "white")
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = (v * s for v in _TIMELINE_PLOT)
+    left, top, right, bottom = (v * s for v in TIMELINE_AREA)
     duration = max(duration, 1e-9)
 
     def x_of(t: float) -> float:
@@ -164,7 +164,7 @@ def timeline_pixels(
     draw.rectangle([left, top, right, bottom], outline="black", width=s)
     image = image.resize(TIMELINE_SIZE, Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = _TIMELINE_PLOT
+    left, top, right, bottom = TIMELINE_AREA
     for t in nice_ticks(duration):
         x = left + t / duration * (right - left)
         draw.line([(x, bottom), (x, bottom + _TICK_SIZE)], fill="black")

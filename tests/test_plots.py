@@ -7,9 +7,9 @@ import pytest
 
 from genrewiz.features import FeatureConfig
 from genrewiz.musicnn import MUSICNN_FEATURES
-from genrewiz.plots import magma, nice_ticks, spectrogram_pixels
+from genrewiz.plots import COLOUR_BAR, PLOT_AREA, TIMELINE_AREA, magma, nice_ticks, spectrogram_pixels
 
-LEFT, TOP, RIGHT, BOTTOM = 70, 27, 915, 351  # the plot area inside the 1000 x 400 picture
+LEFT, TOP, RIGHT, BOTTOM = PLOT_AREA  # the plot area inside the 1000 x 400 picture
 
 
 def test_magma_lookup_table_is_matplotlibs():
@@ -37,7 +37,7 @@ def test_spectrogram_colours_follow_time_and_frequency(config):
     assert (pixels[2:TOP - 2, LEFT:RIGHT] < 128).any()  # the title is written above the plot
     assert (pixels[BOTTOM + 8 :, LEFT:RIGHT] < 128).any()  # time ticks and label below it
     assert (pixels[TOP:BOTTOM, :LEFT - 2] < 128).any()  # Hz ticks and label on the left
-    colour_bar = pixels[TOP + 2 : BOTTOM - 2, 930]
+    colour_bar = pixels[TOP + 2 : BOTTOM - 2, (COLOUR_BAR[0] + COLOUR_BAR[1]) // 2]
     assert np.abs(colour_bar[0] - bright).sum() <= 30 and np.abs(colour_bar[-1] - dark).sum() <= 30
 
 
@@ -54,3 +54,9 @@ def test_nice_ticks():
     assert nice_ticks(150.0) == [0, 20, 40, 60, 80, 100, 120, 140]
     assert nice_ticks(600.0) == [0, 100, 200, 300, 400, 500, 600]
     assert nice_ticks(3.0) == [0, 0.5, 1, 1.5, 2, 2.5, 3]
+
+
+def test_timeline_and_spectrogram_share_their_time_axis():
+    """Same picture width and same plot edges: stacked at the same width, their time axes line up."""
+    assert (TIMELINE_AREA[0], TIMELINE_AREA[2]) == (PLOT_AREA[0], PLOT_AREA[2])
+    assert PLOT_AREA[2] < COLOUR_BAR[0]

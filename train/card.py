@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from genrewiz.model import PCRNN
 
 EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt")
-MODEL_FILES = ("config.json", "model.safetensors", "history.json")
+MODEL_FILES = ("config.json", "model.safetensors", "model.onnx", "history.json")
 
 CREDITS = """\
 The CNN branch of a `cnn_branch: musicnn` checkpoint is **musicnn**'s `MSD_musicnn` tagger: J. Pons and

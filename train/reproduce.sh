@@ -26,7 +26,7 @@ python -m train.card --model "$RUNS/final" --evaluation "$RUNS/filtered" --also 
   --reproduce "bash train/reproduce.sh GTZAN_DIR GTZAN_MINI_DIR SPLITS_DIR"
 if [[ $INSTALL == 1 ]]; then
     rm -f genrewiz/weights/*
-    cp "$RUNS/bundle"/{config.json,model.safetensors,history.json,metrics.json,README.md,confusion_matrix.png,curves.png,classification_report.txt} genrewiz/weights/
+    cp "$RUNS/bundle"/{config.json,model.safetensors,model.onnx,history.json,metrics.json,README.md,confusion_matrix.png,curves.png,classification_report.txt} genrewiz/weights/
     echo "installed $RUNS/bundle into genrewiz/weights"
 else
     echo "finished checkpoint in $RUNS/bundle (pass --install to replace the bundled genrewiz/weights)"
