@@ -177,5 +177,7 @@ def test_upload_record_examples_in_chromium(tmp_path):
     for name in ("upload", "desktop", "phone", "error"):
         assert (tmp_path / f"genrewiz-{name}.png").stat().st_size > 10_000
     if os.environ.get("GENREWIZ_SCREENSHOTS"):  # keep them to look at
+        keep = Path(os.environ["GENREWIZ_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
         for shot in tmp_path.glob("genrewiz-*.png"):
-            shutil.copy(shot, os.environ["GENREWIZ_SCREENSHOTS"])
+            shutil.copy(shot, keep)
