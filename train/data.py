@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
-from tqdm.auto import tqdm
-
 import torch
+from tqdm.auto import tqdm
 
 from genrewiz.audio import SUPPORTED_EXTENSIONS, AudioError
 from genrewiz.features import FeatureConfig, make_windows
@@ -258,10 +257,7 @@ def load_branch_features(
             else:
                 windows = make_windows(mel, config).data
             with torch.inference_mode():
-                embeddings = model.cnn.patch_embeddings(torch.from_numpy(windows)).numpy()
-            tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, embeddings)
-            os.replace(tmp, target)
+                _save_atomically(target, model.cnn.patch_embeddings(torch.from_numpy(windows)).numpy())
         result[clip.path] = np.load(target)
     return result
 
@@ -273,10 +269,15 @@ def _compute(job: tuple[str, str, FeatureConfig]) -> str | None:
         mel = analyse(path, config).mel
     except AudioError as err:
         return str(err)
-    tmp = f"{target}.{os.getpid()}.tmp.npy"
-    np.save(tmp, mel)
-    os.replace(tmp, target)
+    _save_atomically(Path(target), mel)
     return None
+
+
+def _save_atomically(target: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``target`` through a temporary file, so a killed run never leaves half a cache entry."""
+    tmp = f"{target}.{os.getpid()}.tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, target)
 
 
 def _cache_file(cache: Path, path: Path) -> Path:
