@@ -18,7 +18,7 @@ from tests.synthetic import STYLES
 from tests.test_train_data import TINY, make_tree
 from genrewiz.musicnn import MUSICNN_FEATURES, PATCH_FRAMES
 from train import data
-from train.train import Recipe, Setup, build_model, train_split
+from train.train import Recipe, Setup, build_model, make_examples, train_split
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,27 @@ def test_frozen_musicnn_branch_learns_in_two_epochs_from_its_cache(tmp_path):
     assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"
 
 
+def test_frozen_musicnn_branch_learns_with_arrival_variants(tmp_path):
+    """Training views of clips as they would arrive (mastered, recorded, encoded) are cached and still learnable."""
+    make_tree(tmp_path, "genres", ".wav", per_genre=6, seconds=7.0, genres=STYLES)
+    clips = data.scan_gtzan(tmp_path)
+    split = data.random_split(clips, valid_fraction=1 / 3, seed=0)
+    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
+    setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False)
+    recipe = Recipe(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0, views=2, arrivals=2, seed=0)
+
+    model, history = train_split(split, mels, setup, recipe, tmp_path / "model", select_best=False)
+
+    arrival_caches = [p for p in (tmp_path / "cache").rglob("arrival*") if p.is_dir()]
+    assert len(arrival_caches) == 2, "one cached spectrogram set per arrival variant"
+    example = make_examples(split.train, mels, setup, model, recipe, windows=False)[0]
+    assert example.views.shape[0] == 2 + 2 and len(example.view_inputs) == 4
+    assert not np.array_equal(example.view_inputs[2][0], example.mel), "an arrival variant is not the clean clip"
+    classifier = GenreClassifier(model)
+    accuracy = sum(classifier.predict(c.path).genre == c.label for c in split.valid) / len(split.valid)
+    assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"
+
+
 def test_branch_cache_keys_on_the_branch_weights_and_views(tmp_path, monkeypatch):
     make_tree(tmp_path, "genres", ".wav", per_genre=1, seconds=3.0, genres=STYLES[:2])
     clips = data.scan_gtzan(tmp_path)
@@ -73,8 +94,13 @@ def test_branch_cache_keys_on_the_branch_weights_and_views(tmp_path, monkeypatch
     setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False)
     model = build_model(setup, Recipe())
     calls = []
-    real = model.cnn.patch_embeddings
-    monkeypatch.setattr(model.cnn, "patch_embeddings", lambda x: calls.append(len(x)) or real(x))
+    real = data.trunk_embedder
+
+    def counting(*args, **kwargs):
+        embed = real(*args, **kwargs)
+        return lambda x: calls.append(len(x)) or embed(x)
+
+    monkeypatch.setattr(data, "trunk_embedder", counting)
 
     def cache_dirs() -> set[str]:
         return {p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("branch-")}

@@ -43,6 +43,7 @@ from genrewiz.model import CNN_BRANCHES, PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
 from genrewiz.predict import Analysis, GenreClassifier
 from train import data, report
+from train.arrival import Arrival
 from train.augment import crop, mixup, spec_augment, view
 
 logger = logging.getLogger("train")
@@ -60,8 +61,10 @@ class Recipe:
 
     Defaults: the original's RMSprop with cross-entropy, plus warmup and cosine decay instead
     of hand-tuned drops, class-balanced loss weights (GTZAN copies are often unbalanced), and
-    for a frozen pretrained branch ``views`` cached views per clip. Small sets want
-    ``batch_size`` 8 (more updates per epoch).
+    for a frozen pretrained branch ``views`` cached views per clip. ``arrivals`` adds that many
+    variants of each clip as it would reach the app (:func:`train.arrival.random_arrival`:
+    modern mastering, a room and a microphone, codecs), drawn once per clip and cached. Small
+    sets want ``batch_size`` 8 (more updates per epoch).
     """
 
     epochs: int = 50
@@ -81,6 +84,7 @@ class Recipe:
     freq_width: int = 16
     mixup_alpha: float = 0.2
     views: int = 4
+    arrivals: int = 0
     finetune: bool = False
     seed: int = 0
 
@@ -89,8 +93,10 @@ class Recipe:
 class Example:
     """A cached spectrogram with its label index, ready for batching.
 
-    With a frozen CNN branch, ``views`` holds its patch embeddings for the training views and
-    ``windows`` for the predictor's windows (validation).
+    ``variants`` are the spectrograms of the clip's arrival variants. With a frozen CNN branch,
+    ``views`` holds its patch embeddings for the training views, ``view_inputs`` the spectrogram
+    and circular shift each view was cut from (the RNN branch's input), and ``windows`` the
+    embeddings of the predictor's windows (validation).
     """
 
     key: str
@@ -98,6 +104,8 @@ class Example:
     label: int
     views: np.ndarray | None = None
     windows: np.ndarray | None = None
+    variants: tuple[np.ndarray, ...] = ()
+    view_inputs: tuple[tuple[np.ndarray, int], ...] = ()
 
 
 def seed_everything(seed: int) -> None:
@@ -136,6 +144,7 @@ class Setup:
     progress: bool = True
     device: str = "auto"
     resume: bool = False
+    workers: int = 1
 
 
 def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
@@ -166,17 +175,44 @@ def make_examples(
 ) -> list[Example]:
     """Pair each readable clip's spectrogram with its label index (unreadable clips have none).
 
-    With a frozen branch, its cached outputs for the training ``views`` and/or the predictor's
-    ``windows`` come along.
+    With ``views``, the recipe's arrival variants come along (computed once and cached); with a
+    frozen branch, its cached outputs for the training ``views`` (clean shifts, then one per
+    arrival variant) and/or the predictor's ``windows``.
     """
     index = {label: i for i, label in enumerate(setup.labels)}
     clips = [c for c in clips if c.path in mels]
     frozen = is_frozen(model)
-    by_view = data.load_branch_features(clips, mels, model, model.cnn.view_shifts(recipe.views), setup.cache_root,
-                                        setup.progress) if frozen and views else {}
+    variants: list[tuple[Arrival, dict[Path, np.ndarray]]] = []
+    for v in range(recipe.arrivals if views else 0):
+        arrival = Arrival("random", v, recipe.seed)
+        variant, _ = data.load_features(clips, setup.features, setup.cache_root, setup.workers, setup.progress, arrival)
+        variants.append((arrival, variant))
+    by_view: dict[Path, list[np.ndarray]] = {c.path: [] for c in clips}
+    inputs: dict[Path, list[tuple[np.ndarray, int]]] = {c.path: [] for c in clips}
+    if frozen and views:
+        shifts = model.cnn.view_shifts(recipe.views)
+        for path, embeddings in data.load_branch_features(clips, mels, model, shifts, setup.cache_root,
+                                                          setup.progress).items():
+            by_view[path].append(embeddings)
+            inputs[path] += [(mels[path], s) for s in shifts]
+        for v, (arrival, variant) in enumerate(variants):
+            shift = shifts[v % len(shifts)]
+            for path, embeddings in data.load_branch_features(clips, variant, model, [shift], setup.cache_root,
+                                                              setup.progress, arrival).items():
+                by_view[path].append(embeddings)
+                inputs[path].append((variant[path], shift))
     by_window = data.load_branch_features(clips, mels, model, None, setup.cache_root,
                                           setup.progress) if frozen and windows else {}
-    return [Example(c.key, mels[c.path], index[c.label], by_view.get(c.path), by_window.get(c.path)) for c in clips]
+    return [
+        Example(
+            c.key, mels[c.path], index[c.label],
+            views=np.concatenate(by_view[c.path]) if by_view[c.path] else None,
+            windows=by_window.get(c.path),
+            variants=tuple(variant[c.path] for _, variant in variants if c.path in variant),
+            view_inputs=tuple(inputs[c.path]),
+        )
+        for c in clips
+    ]
 
 
 def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
@@ -244,7 +280,6 @@ def fit(
     model.to(device)
     n_labels = len(model.labels)
     frozen = is_frozen(model)
-    shifts = model.cnn.view_shifts(recipe.views) if frozen else []
     weights = class_weights(train, n_labels).to(device) if recipe.balance else None
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -267,11 +302,13 @@ def fit(
         for start in tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=not progress):
             items = [train[i] for i in order[start : start + recipe.batch_size]]
             if frozen:
-                picks = rng.integers(len(shifts), size=len(items)) if recipe.crop else np.zeros(len(items), int)
-                x = torch.from_numpy(np.stack([view(e.mel, model.features, shifts[v]) for e, v in zip(items, picks)]))
+                picks = [int(rng.integers(len(e.view_inputs))) if recipe.crop else 0 for e in items]
+                x = torch.from_numpy(np.stack([view(e.view_inputs[v][0], model.features, e.view_inputs[v][1])
+                                               for e, v in zip(items, picks)]))
                 cnn = model.cnn.pool(torch.from_numpy(np.stack([e.views[v] for e, v in zip(items, picks)]))).to(device)
             else:
-                x = torch.from_numpy(np.stack([crop(e.mel, model.features, rng if recipe.crop else None) for e in items]))
+                sources = [(e.mel, *e.variants)[int(rng.integers(1 + len(e.variants)))] for e in items]
+                x = torch.from_numpy(np.stack([crop(m, model.features, rng if recipe.crop else None) for m in sources]))
             x = x[:, None].to(device)
             y = F.one_hot(torch.tensor([e.label for e in items]), n_labels).float().to(device)
             if recipe.specaugment:
@@ -491,7 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
     mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
                                        not args.no_progress)
     skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
-    setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress, args.device, args.resume)
+    setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress, args.device, args.resume,
+                  args.workers)
     if args.split == "kfold":
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
