@@ -109,7 +109,10 @@ class PCRNN(
     trained with. ``cnn_branch`` is ``"scratch"`` (:class:`ScratchCNN`) or ``"musicnn"``
     (:class:`~genrewiz.musicnn.MusicnnBranch`, pretrained on the Million Song Dataset, which
     needs :data:`~genrewiz.musicnn.MUSICNN_FEATURES`). ``dropout`` acts on the concatenated
-    branch features during training only.
+    branch features during training only. ``temperature`` divides the logits: fitted after
+    training on predictions the weights did not train on (``train/calibrate.py``), it makes a
+    softmax probability mean how often such an answer is right, and because it sits inside the
+    model every engine and the exported graph apply it alike.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class PCRNN(
         gru_hidden: int = 64,
         rnn_pool: list[int] | tuple[int, int] = (4, 2),
         dropout: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.features = FeatureConfig.from_dict(features) if isinstance(features, dict) else features
@@ -144,6 +148,9 @@ class PCRNN(
             batch_first=True,
             bidirectional=True,
         )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.cnn.out_features + 2 * gru_hidden, len(self.labels))
 
@@ -159,7 +166,7 @@ class PCRNN(
         seq = self.rnn_pool(x).squeeze(1)
         _, hidden = self.gru(seq)
         rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
-        return self.classifier(self.dropout(torch.cat([cnn_features, rnn], dim=1)))
+        return self.classifier(self.dropout(torch.cat([cnn_features, rnn], dim=1))) / self.temperature
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` (the mixin's) and ``model.onnx`` exported from those very weights.
