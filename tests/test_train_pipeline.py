@@ -15,7 +15,7 @@ from train.train import main as train_main
 pytestmark = pytest.mark.slow
 
 FEATURES = json.dumps(TINY.to_dict())
-EVALUATION_FILES = ("classification_report.txt", "confusion_matrix.png", "curves.png", "metrics.json")
+EVALUATION_FILES = ("classification_report.txt", "confusion_matrix.png", "curves.png", "metrics.json", "reliability.png")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,20 @@ def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_pat
     prediction = GenreClassifier(model).predict(gtzan / "genres_original" / "metal" / "metal.00000.wav")
     assert prediction.genre in model.labels and abs(prediction.probabilities.sum() - 1) < 1e-5
 
-    metrics = evaluate.main(["--model", str(out), "--data", str(gtzan), "--split", "random", "--no-progress"])
+    field = tmp_path / "field"
+    make_tree(field, "genres", ".ogg", per_genre=1, seconds=4.0, genres=("jazz", "metal"))
+    metrics = evaluate.main(["--model", str(out), "--data", str(gtzan), "--split", "random", "--field", str(field),
+                             "--no-progress"])
     for name in EVALUATION_FILES:
         assert (out / name).stat().st_size > 0
     assert metrics["n_clips"] == 3 and metrics["split"] == "random"
-    for key in ("accuracy", "macro_f1", "per_class_f1", "git_commit", "training_time_s"):
+    for key in ("accuracy", "macro_f1", "per_class_f1", "per_class_recall", "ece", "git_commit", "training_time_s"):
         assert key in metrics
-    assert "macro avg" in (out / "classification_report.txt").read_text()
+    assert metrics["recorded"]["n_clips"] == 9 and set(metrics["recorded"]["chains"]) == {"laptop", "phone", "voip"}
+    assert metrics["field"]["n_clips"] == 2 and metrics["field"]["per_class_n"] == {"jazz": 1, "metal": 1}
+    assert 0.0 <= metrics["field"]["ece"] <= 1.0 and metrics["temperature"] == 1.0
+    report = (out / "classification_report.txt").read_text()
+    assert "macro avg" in report and "Conditions side by side" in report and "rock heard as metal" in report
 
     card.main(["--model", str(out)])
     text = (out / "README.md").read_text()

@@ -1,11 +1,21 @@
-"""Score a checkpoint on a GTZAN split exactly as the app would classify each clip.
+"""Score a checkpoint as users meet it: clean GTZAN clips, the same clips recorded, and songs from outside GTZAN.
 
-    python -m train.evaluate --model runs/filtered --data DATA --split filtered --split-dir SPLITS
+    python -m train.evaluate --model runs/filtered --data GTZAN --split filtered --split-dir SPLITS \\
+        --allow-missing --field FIELD
 
 Every clip goes through :meth:`genrewiz.GenreClassifier.predict` (decode, log-mel, windows,
-mean of window probabilities): no shortcut the app does not take. Writes
-``classification_report.txt``, ``confusion_matrix.png``, ``curves.png`` (from the checkpoint's
-``history.json``) and ``metrics.json`` into ``--out`` (default: the checkpoint folder).
+mean of window probabilities): no shortcut the app does not take. Three conditions, side by side:
+
+- ``clean``: the split's clips as they are;
+- ``recorded``: the same clips through each fixed recording chain of
+  :data:`train.arrival.EVAL_CHAINS` (a room, a phone or laptop microphone, noise, a codec);
+- ``field``: a folder of real songs from outside GTZAN (``--field``, ``<genre>/<files>``).
+
+For each: accuracy, balanced accuracy, macro-F1, per-genre recall, how often rock is heard as
+metal, and calibration (expected calibration error of the top answer). Writes
+``classification_report.txt``, ``confusion_matrix.png`` (clean), ``reliability.png``,
+``curves.png`` (from the checkpoint's ``history.json``) and ``metrics.json`` into ``--out``
+(default: the checkpoint folder).
 """
 
 from __future__ import annotations
@@ -13,16 +23,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from sklearn.metrics import recall_score
 from tqdm.auto import tqdm
 
-from genrewiz.audio import AudioError
-from genrewiz.model import PCRNN
+from genrewiz.audio import AudioError, load_audio
 from genrewiz.predict import GenreClassifier
-from train import data, report
+from train import calibrate, data, report
+from train.arrival import EVAL_CHAINS, Arrival
 
 logger = logging.getLogger("train")
+
+
+@dataclass
+class Outcome:
+    """Clip-level results of one condition: true genres, window probabilities, and the clips that could not be read."""
+
+    truth: list[str]
+    windows: list[np.ndarray]
+    skipped: list[dict]
+
+    def probabilities(self) -> np.ndarray:
+        return calibrate.clip_probabilities(self.windows)
 
 
 def select_clips(args: argparse.Namespace) -> tuple[list[data.Clip], str, list[str]]:
@@ -37,20 +62,70 @@ def select_clips(args: argparse.Namespace) -> tuple[list[data.Clip], str, list[s
     return clips, "all clips", []
 
 
-def evaluate(
-    classifier: GenreClassifier, clips: list[data.Clip], progress: bool = True
-) -> tuple[list[str], list[str], list[dict]]:
-    """True and predicted genres for every readable clip, and the clips that could not be read."""
-    truth, predicted, skipped = [], [], []
-    for clip in tqdm(clips, desc="predicting", unit="clip", disable=not progress):
+def predict_clips(
+    classifier: GenreClassifier, clips: list[data.Clip], arrival: Arrival | None = None, progress: bool = True
+) -> Outcome:
+    """Each readable clip's window probabilities, as heard clean or through ``arrival``'s recording chain."""
+    outcome = Outcome([], [], [])
+    desc = f"predicting ({arrival.chain})" if arrival else "predicting"
+    for clip in tqdm(clips, desc=desc, unit="clip", disable=not progress):
         try:
-            predicted.append(classifier.predict(clip.path).genre)
+            if arrival is None:
+                prediction = classifier.predict(clip.path)
+            else:
+                audio = load_audio(clip.path, classifier.config.sample_rate, classifier.max_duration)
+                recorded = arrival.apply(audio.samples, audio.sample_rate, clip.key)
+                prediction = classifier.predict(recorded, audio.sample_rate)
         except AudioError as err:
             logger.warning("skipped unreadable clip %s: %s", clip.path, err)
-            skipped.append({"clip": clip.key, "reason": str(err)})
+            outcome.skipped.append({"clip": clip.key, "reason": str(err)})
             continue
-        truth.append(clip.label)
-    return truth, predicted, skipped
+        outcome.truth.append(clip.label)
+        outcome.windows.append(prediction.window_probabilities)
+    return outcome
+
+
+def condition_scores(outcome: Outcome, labels: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-genre recall, rock heard as metal, and calibration."""
+    probs = outcome.probabilities()
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    truth = outcome.truth
+    present = [label for label in labels if label in truth]
+    recall = recall_score(truth, predicted, labels=present, average=None, zero_division=0)
+    curve = calibrate.reliability(probs, np.array([labels.index(t) for t in truth]))
+    rock = [p for t, p in zip(truth, predicted) if t == "rock"]
+    return {
+        **report.scores(truth, predicted, labels),
+        "n_clips": len(truth),
+        "per_class_recall": {label: float(r) for label, r in zip(present, recall)},
+        "per_class_n": {label: truth.count(label) for label in present},
+        "rock_as_metal": f"{rock.count('metal')}/{len(rock)}" if rock else None,
+        "ece": curve["ece"],
+        "mean_confidence": curve["mean_confidence"],
+        "reliability": curve["bins"],
+        "skipped": outcome.skipped,
+    }
+
+
+def pooled(outcomes: list[Outcome]) -> Outcome:
+    """One outcome from several (the recording chains together)."""
+    return Outcome(sum((o.truth for o in outcomes), []), sum((o.windows for o in outcomes), []),
+                   sum((o.skipped for o in outcomes), []))
+
+
+def summary_table(conditions: dict[str, dict], labels: list[str]) -> str:
+    """The conditions side by side, one column each: what a reader compares first."""
+    names = list(conditions)
+    rows = [("clips", lambda c: str(c["n_clips"])), ("accuracy", lambda c: f"{c['accuracy']:.1%}"),
+            ("balanced accuracy", lambda c: f"{c['balanced_accuracy']:.1%}"), ("macro-F1", lambda c: f"{c['macro_f1']:.3f}"),
+            ("ECE", lambda c: f"{c['ece']:.3f}"), ("mean confidence", lambda c: f"{c['mean_confidence']:.1%}"),
+            ("rock heard as metal", lambda c: c["rock_as_metal"] or "-")]
+    rows += [(f"recall {label}", lambda c, label=label: f"{c['per_class_recall'][label]:.0%} of {c['per_class_n'][label]}"
+              if label in c["per_class_recall"] else "-") for label in labels]
+    width = max(len(r[0]) for r in rows)
+    lines = [" " * width + "".join(f"{n:>16}" for n in names)]
+    lines += [f"{title:<{width}}" + "".join(f"{fmt(conditions[n]):>16}" for n in names) for title, fmt in rows]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--allow-missing", action="store_true", help="filtered: leave out listed clips that are absent")
     parser.add_argument("--valid-fraction", type=float, default=0.2, help="random: must match training")
     parser.add_argument("--seed", type=int, default=0, help="random: must match training")
+    parser.add_argument("--recorded", nargs="*", default=sorted(EVAL_CHAINS), choices=sorted(EVAL_CHAINS),
+                        metavar="CHAIN", help=f"recording chains to score the split through (default: all of "
+                                              f"{', '.join(sorted(EVAL_CHAINS))}; none: give the flag alone)")
+    parser.add_argument("--field", type=Path, help="folder of real songs from outside GTZAN, <genre>/<files>")
     parser.add_argument("--out", type=Path, help="where to write the artifacts (default: --model)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -71,8 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--split filtered needs --split-dir")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     clips, described, missing = select_clips(args)
-    classifier = GenreClassifier(PCRNN.from_pretrained(args.model), num_threads=None)
-    truth, predicted, skipped = evaluate(classifier, clips, not args.no_progress)
+    classifier = GenreClassifier.from_pretrained(args.model, num_threads=None)
+    labels = list(classifier.labels)
+    progress = not args.no_progress
+    clean = predict_clips(classifier, clips, progress=progress)
+    chains = {name: predict_clips(classifier, clips, Arrival(name), progress) for name in args.recorded}
+    field = predict_clips(classifier, data.scan_gtzan(args.field), progress=progress) if args.field else None
+
+    conditions = {"clean": condition_scores(clean, labels)}
+    if chains:
+        conditions["recorded"] = condition_scores(pooled(list(chains.values())), labels)
+        conditions["recorded"]["chains"] = {name: condition_scores(o, labels) for name, o in chains.items()}
+    if field is not None:
+        conditions["field"] = condition_scores(field, labels) | {"data": str(args.field)}
+
     history_file = args.model / "history.json"
     history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else {}
     meta = {
@@ -82,15 +173,24 @@ def main(argv: list[str] | None = None) -> dict:
         "training_time_s": history.get("training_time_s"),
         "best_epoch": history.get("best_epoch"),
         "recipe": history.get("recipe"),
+        "temperature": json.loads((args.model / "config.json").read_text(encoding="utf-8")).get("temperature", 1.0),
         "missing": missing,
-        "skipped": skipped,
+        "skipped": clean.skipped,
     }
-    title = f"{described}, {len(truth)} clips"
-    histories = [history] if history else []
-    metrics = report.write_evaluation(
-        args.out or args.model, truth, predicted, list(classifier.labels), histories, meta, title
-    )
-    print(f"{title}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    title = f"{described}, {len(clean.truth)} clips"
+    out = args.out or args.model
+    predicted = [labels[i] for i in clean.probabilities().argmax(axis=1)]
+    metrics = report.write_evaluation(out, clean.truth, predicted, labels, [history] if history else [], meta, title)
+    extra = {k: v for k, v in conditions["clean"].items() if k not in metrics}
+    metrics.update(extra, **{name: scores for name, scores in conditions.items() if name != "clean"})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    table = summary_table(conditions, labels)
+    with (out / "classification_report.txt").open("a", encoding="utf-8") as file:
+        file.write(f"\nConditions side by side (recorded: {', '.join(args.recorded) or 'none'}; "
+                   f"field: {args.field or 'none'})\n\n{table}\n")
+    calibrate.plot_reliability({name: {"ece": c["ece"], "bins": c["reliability"]} for name, c in conditions.items()},
+                               out / "reliability.png", f"{described}: reliability")
+    print(f"{title}\n{table}")
     return metrics
 
 
