@@ -109,7 +109,9 @@ class PCRNN(
     trained with. ``cnn_branch`` is ``"scratch"`` (:class:`ScratchCNN`) or ``"musicnn"``
     (:class:`~genrewiz.musicnn.MusicnnBranch`, pretrained on the Million Song Dataset, which
     needs :data:`~genrewiz.musicnn.MUSICNN_FEATURES`). ``dropout`` acts on the concatenated
-    branch features during training only. ``temperature`` divides the logits: fitted after
+    branch features during training only. ``tag_evidence`` (musicnn branch only) is the weight
+    of the MSD tagger's own log-odds among the genres of :data:`~genrewiz.musicnn.TAG_EVIDENCE`
+    (:meth:`arbitrate`; the branch's output then carries them after its pooled features). ``temperature`` divides the logits: fitted after
     training on predictions the weights did not train on (``train/calibrate.py``), it makes a
     softmax probability mean how often such an answer is right, and because it sits inside the
     model every engine and the exported graph apply it alike.
@@ -125,6 +127,7 @@ class PCRNN(
         rnn_pool: list[int] | tuple[int, int] = (4, 2),
         dropout: float = 0.0,
         temperature: float = 1.0,
+        tag_evidence: float = 0.0,
     ) -> None:
         super().__init__()
         self.features = FeatureConfig.from_dict(features) if isinstance(features, dict) else features
@@ -136,10 +139,13 @@ class PCRNN(
         elif cnn_branch == "musicnn":
             from .musicnn import MusicnnBranch  # a room of its own, built only when a checkpoint asks for it
 
-            self.cnn = MusicnnBranch(self.features)
+            self.cnn = MusicnnBranch(self.features, labels=self.labels if tag_evidence else ())
         else:
             raise ValueError(f"cnn_branch must be one of {CNN_BRANCHES}, got {cnn_branch!r}")
+        if tag_evidence and cnn_branch != "musicnn":
+            raise ValueError("tag_evidence needs the musicnn branch (its tag layer is the evidence)")
         self.cnn_branch = cnn_branch
+        self.tag_evidence = float(tag_evidence)
 
         self.rnn_pool = nn.MaxPool2d(tuple(rnn_pool))
         self.gru = nn.GRU(
@@ -166,7 +172,24 @@ class PCRNN(
         seq = self.rnn_pool(x).squeeze(1)
         _, hidden = self.gru(seq)
         rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
-        return self.classifier(self.dropout(torch.cat([cnn_features, rnn], dim=1))) / self.temperature
+        width = self.cnn.out_features
+        logits = self.classifier(self.dropout(torch.cat([cnn_features[:, :width], rnn], dim=1)))
+        if self.tag_evidence:
+            logits = self.arbitrate(logits, cnn_features[:, width:])
+        return logits / self.temperature
+
+    def arbitrate(self, logits: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+        """Let the tagger's ``evidence`` re-divide, among the genres it speaks for, the probability the genre layer gave them.
+
+        The genres of :data:`~genrewiz.musicnn.TAG_EVIDENCE` keep their total probability; within
+        them, ``tag_evidence`` times the evidence is added to their logits. Every other genre's
+        logit, and so every answer outside the group, is unchanged.
+        """
+        group = self.cnn.evidence.amax(dim=1) > 0
+        inside = logits.masked_fill(~group, float("-inf"))
+        mass = torch.logsumexp(inside, dim=1, keepdim=True)
+        moved = mass + torch.log_softmax(inside + self.tag_evidence * evidence, dim=1)
+        return torch.where(group, moved, logits)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``model.safetensors`` (the mixin's) and ``model.onnx`` exported from those very weights.

@@ -15,6 +15,7 @@ are pooled (mean and max) into one vector per window.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import safetensors.torch
@@ -42,6 +43,15 @@ MSD_TAGS: tuple[str, ...] = (
     "happy",
 )  # fmt: skip
 """musicnn's MSD tag vocabulary, in the order of its 50 outputs."""
+
+TAG_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "rock": ("rock", "classic rock", "hard rock"),
+    "metal": ("metal", "heavy metal"),
+}
+"""Genres on which the MSD tagger's own judgement joins the genre layer's, and the tags that speak for each.
+
+GTZAN's labels teach that loud, modern-mastered guitar music is metal (its rock is mostly of the
+1960s-70s); the tagger, trained on a million songs' Last.fm tags, tells rock from metal."""
 
 MUSICNN_FEATURES = FeatureConfig(
     sample_rate=16_000,
@@ -127,7 +137,7 @@ class MusicnnBranch(nn.Module):
     gradients, so its patch embeddings can be computed once per clip and cached for training.
     """
 
-    def __init__(self, features: FeatureConfig, frozen: bool = True) -> None:
+    def __init__(self, features: FeatureConfig, frozen: bool = True, labels: Sequence[str] = ()) -> None:
         super().__init__()
         front_end = ("sample_rate", "n_fft", "hop_length", "n_mels", "scale", "fmin", "fmax")
         mismatched = [k for k in front_end if getattr(features, k) != getattr(MUSICNN_FEATURES, k)]
@@ -139,6 +149,12 @@ class MusicnnBranch(nn.Module):
         self.patches = features.window_frames // PATCH_FRAMES
         self.out_features = 2 * EMBEDDING_SIZE
         self.norm = nn.BatchNorm1d(self.out_features)
+        evidence = torch.zeros(len(labels), len(MSD_TAGS))
+        for row, label in enumerate(labels):
+            for tag in TAG_EVIDENCE.get(label, ()):
+                evidence[row, MSD_TAGS.index(tag)] = 1.0
+        self.register_buffer("evidence", evidence, persistent=False)
+        self.evidence_features = len(labels)
         self.frozen = frozen
         if frozen:
             self.trunk.requires_grad_(False)
@@ -176,7 +192,23 @@ class MusicnnBranch(nn.Module):
         The batch norm (trained with the head, not part of the frozen trunk) puts mean- and
         max-pooled features on one scale, so weight decay on the linear layer treats them alike.
         """
-        return self.norm(torch.cat([embeddings.mean(dim=1), embeddings.amax(dim=1)], dim=1))
+        pooled = self.norm(torch.cat([embeddings.mean(dim=1), embeddings.amax(dim=1)], dim=1))
+        if not self.evidence_features:
+            return pooled
+        return torch.cat([pooled, self.tag_evidence(embeddings)], dim=1)
+
+    def tag_evidence(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(batch, patches, 200)`` -> ``(batch, labels)``: the tagger's log-odds among the :data:`TAG_EVIDENCE` genres.
+
+        Each such genre scores its strongest tag (sigmoid, mean over the window's patches); the
+        log scores are centred over those genres, so the evidence only moves belief between
+        them, and every other genre gets 0.
+        """
+        tags = torch.sigmoid(self.trunk.tags(embeddings)).mean(dim=1)
+        scores = (tags.unsqueeze(1) * self.evidence).amax(dim=2).clamp_min(1e-6).log()
+        has = self.evidence.amax(dim=1)
+        centred = scores - (scores * has).sum(dim=1, keepdim=True) / has.sum().clamp_min(1.0)
+        return centred * has
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.patch_embeddings(x))

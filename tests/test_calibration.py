@@ -59,7 +59,7 @@ def test_a_calibrated_checkpoint_round_trips_and_both_engines_apply_its_temperat
     with torch.no_grad():
         model.classifier.weight.mul_(20.0)  # confident enough for a temperature to show
     model.eval().save_pretrained(tmp_path / "raw")
-    calibrate.with_temperature(model, 2.5).save_pretrained(tmp_path / "calibrated")
+    calibrate.reconfigured(model, temperature=2.5).save_pretrained(tmp_path / "calibrated")
 
     assert json.loads((tmp_path / "calibrated" / "config.json").read_text())["temperature"] == 2.5
     reloaded = PCRNN.from_pretrained(tmp_path / "calibrated")

@@ -105,9 +105,11 @@ def plot_reliability(curves: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def with_temperature(model: PCRNN, temperature: float) -> PCRNN:
-    """A copy of ``model`` whose logits are divided by ``temperature`` (written to ``config.json`` on save)."""
-    config = dict(model._hub_mixin_config) | {"temperature": float(temperature)}
-    calibrated = PCRNN(**config)
+def reconfigured(model: PCRNN, **changes: float) -> PCRNN:
+    """A copy of ``model`` with the same weights and some constructor settings changed (written to ``config.json`` on save).
+
+    For the settings that act after training: ``temperature``, ``tag_evidence``.
+    """
+    calibrated = PCRNN(**(dict(model._hub_mixin_config) | changes))
     calibrated.load_state_dict(model.state_dict())
     return calibrated.eval()

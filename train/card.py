@@ -18,7 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from genrewiz.model import PCRNN
 
-EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt")
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "curves.png", "classification_report.txt", "reliability.png")
 MODEL_FILES = ("config.json", "model.safetensors", "model.onnx", "history.json")
 
 CREDITS = """\
@@ -170,6 +170,7 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
             + "; the recipe was chosen on these clips, so the figure is mildly optimistic. With a handful of valid "
             "clips in most genres, per-genre figures move by tens of points per clip.",
         ]
+    lines += conditions_text(metrics, history)
     for other in metrics.get("other_evaluations", []):
         lines += [
             "",
@@ -219,6 +220,39 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)
+
+
+def conditions_text(metrics: dict, history: dict) -> list[str]:
+    """Card lines on the clips as users bring them (recorded through microphones, songs from outside GTZAN) and calibration."""
+    columns = [("clean", metrics)] + [(name, metrics[name]) for name in ("recorded", "field") if name in metrics]
+    lines: list[str] = []
+    if len(columns) > 1:
+        rows = [("clips", lambda c: str(c["n_clips"])), ("accuracy", lambda c: _fmt(c["accuracy"])),
+                ("balanced accuracy", lambda c: _fmt(c["balanced_accuracy"])),
+                ("macro-F1", lambda c: _fmt(c["macro_f1"], pct=False)),
+                ("expected calibration error", lambda c: f"{c['ece']:.3f}" if "ece" in c else "n/a"),
+                ("rock heard as metal", lambda c: c.get("rock_as_metal") or "n/a")]
+        lines += [
+            "", "### As users bring it: recorded and field audio", "",
+            "| | " + " | ".join(name for name, _ in columns) + " |", "|---|" + "---|" * len(columns),
+            *[f"| {title} | " + " | ".join(fmt(c) for _, c in columns) + " |" for title, fmt in rows],
+            "",
+            "`recorded`: the same clips played into a simulated room and picked up by a phone, a laptop and a "
+            "video-call chain (`train/arrival.py`, `EVAL_CHAINS`: band limits, resonances, noise, gain control, "
+            "codecs; rooms training never used). `field`: real recordings from outside GTZAN, labelled by their "
+            "file names; a small set, so read it with care.",
+        ]
+    calibration = history.get("calibration")
+    if calibration:
+        lines += [
+            "", "### Calibration", "",
+            f"The logits are divided by a temperature of {calibration['temperature']:.3f}, fitted on "
+            f"{calibration['fitted_on']} ({calibration['n_clips']} clips the weights did not train on): expected "
+            f"calibration error {calibration['ece_before']:.3f} before, {calibration['ece_after_cross_fitted']:.3f} "
+            "after (cross-fitted). A top probability of 70 % then means the answer is right about 7 times in 10.",
+            "", "![reliability diagram](reliability.png)",
+        ]
+    return lines
 
 
 def _fmt_time(seconds: float | None) -> str:

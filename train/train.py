@@ -18,6 +18,13 @@ same result as a run never stopped; ``--device`` picks the CPU or the GPU.
 weights and keeps it frozen: its outputs for a few fixed views of each clip are computed once
 and cached, so an epoch trains only the GRU branch and the linear layer. ``--finetune`` trains
 the branch too (slow on a CPU); ``--cnn-branch scratch`` is the original from-scratch PCRNN.
+``--arrivals N`` adds N variants of every clip as users' audio arrives (modern mastering, a
+room and a microphone, codecs: :mod:`train.arrival`), cached like the clean views.
+
+The saved checkpoint is calibrated: a temperature dividing its logits is fitted on predictions
+its weights did not train on (the valid clips, or for ``trainval``/``all`` the out-of-fold
+predictions of ``--calibration-folds`` models of the same recipe) and stored in ``config.json``;
+``history.json`` records it with the calibration error before and after.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from genrewiz.features import FeatureConfig
 from genrewiz.model import CNN_BRANCHES, PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
 from genrewiz.predict import Analysis, GenreClassifier
-from train import data, report
+from train import calibrate, data, report
 from train.arrival import Arrival
 from train.augment import crop, mixup, spec_augment, view
 
@@ -63,8 +70,10 @@ class Recipe:
     of hand-tuned drops, class-balanced loss weights (GTZAN copies are often unbalanced), and
     for a frozen pretrained branch ``views`` cached views per clip. ``arrivals`` adds that many
     variants of each clip as it would reach the app (:func:`train.arrival.random_arrival`:
-    modern mastering, a room and a microphone, codecs), drawn once per clip and cached. Small
-    sets want ``batch_size`` 8 (more updates per epoch).
+    modern mastering, a room and a microphone, codecs), drawn once per clip and cached.
+    ``tag_evidence`` is the weight of the MSD tagger's rock-versus-metal judgement, added to the
+    trained model's logits (:class:`~genrewiz.model.PCRNN`), not learnt from GTZAN's labels.
+    Small sets want ``batch_size`` 8 (more updates per epoch).
     """
 
     epochs: int = 50
@@ -85,6 +94,7 @@ class Recipe:
     mixup_alpha: float = 0.2
     views: int = 4
     arrivals: int = 0
+    tag_evidence: float = 0.0
     finetune: bool = False
     seed: int = 0
 
@@ -215,8 +225,8 @@ def make_examples(
     ]
 
 
-def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
-    """Whole-clip probabilities ``(clips, labels)`` through the predictor the app uses, on the model's device.
+def window_probabilities(model: PCRNN, examples: list[Example]) -> list[np.ndarray]:
+    """Each clip's window probabilities through the predictor the app uses, on the model's device.
 
     A frozen branch's cached window outputs stand in for running it; everything else is the app's path.
     """
@@ -227,8 +237,48 @@ def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
         if e.windows is not None:
             with torch.inference_mode():
                 cnn = model.cnn.pool(torch.from_numpy(e.windows)).numpy()
-        probabilities.append(classifier.classify(Analysis(e.mel, 0.0, 0.0), cnn).probabilities)
-    return np.stack(probabilities)
+        probabilities.append(classifier.classify(Analysis(e.mel, 0.0, 0.0), cnn).window_probabilities)
+    return probabilities
+
+
+def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
+    """Whole-clip probabilities ``(clips, labels)``: the mean of :func:`window_probabilities`, as the app takes it."""
+    return calibrate.clip_probabilities(window_probabilities(model, examples))
+
+
+def calibration_report(windows: list[np.ndarray], truth: np.ndarray, fitted_on: str) -> dict:
+    """The temperature fitted on held-out ``windows``, and the calibration error before and after it.
+
+    The error after is measured honestly, by cross-fitting: each half of the clips is scored
+    with the temperature fitted on the other half.
+    """
+    temperature = calibrate.fit_temperature(windows, truth)
+    halves = [np.flatnonzero(np.arange(len(truth)) % 2 == h) for h in (0, 1)]
+    crossed = np.zeros((len(truth), windows[0].shape[1]))
+    for mine, other in (halves, halves[::-1]):
+        fitted = calibrate.fit_temperature([windows[i] for i in other], truth[other])
+        crossed[mine] = calibrate.clip_probabilities([windows[i] for i in mine], fitted)
+    before = calibrate.reliability(calibrate.clip_probabilities(windows), truth)
+    after = calibrate.reliability(crossed, truth)
+    logger.info("temperature %.3f fitted on %s: ECE %.3f -> %.3f (cross-fitted), mean confidence %.3f -> %.3f, "
+                "accuracy %.3f", temperature, fitted_on, before["ece"], after["ece"], before["mean_confidence"],
+                after["mean_confidence"], before["accuracy"])
+    return {"temperature": temperature, "fitted_on": fitted_on, "n_clips": len(truth), "ece_before": before["ece"],
+            "ece_after_cross_fitted": after["ece"], "mean_confidence_before": before["mean_confidence"],
+            "mean_confidence_after": after["mean_confidence"], "accuracy": before["accuracy"]}
+
+
+def cross_fitted_calibration(
+    clips: list[data.Clip], mels: dict[Path, np.ndarray], setup: Setup, recipe: Recipe, out_dir: Path, folds: int
+) -> dict:
+    """Calibrate weights trained on every clip: out-of-fold predictions of the same recipe, ``folds`` times over."""
+    windows, truth = [], []
+    for k, split in enumerate(data.kfold_splits(clips, folds, recipe.seed), 1):
+        model, _ = train_split(split, mels, setup, recipe, out_dir / f"fold{k}", select_best=False)
+        held_out = make_examples(split.valid, mels, setup, model, recipe, views=False)
+        windows += window_probabilities(model, held_out)
+        truth += [e.label for e in held_out]
+    return calibration_report(windows, np.array(truth), f"out-of-fold predictions of {folds}-fold cross-fitting")
 
 
 def class_weights(examples: list[Example], n_labels: int) -> torch.Tensor:
@@ -413,6 +463,9 @@ def train_split(
                 len(valid), setup.cnn_branch, " (frozen)" if is_frozen(model) else "",
                 sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
     history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress, pick_device(setup.device), setup.resume)
+    if recipe.tag_evidence:
+        model = calibrate.reconfigured(model, tag_evidence=recipe.tag_evidence)
+        model.save_pretrained(out_dir)
     history.update(split=split.name, missing=split.missing)
     _write_json(out_dir / "history.json", history)
     return model.eval(), history
@@ -476,6 +529,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help=f"continue a killed run from the {CHECKPOINT} its --out folder holds (its last finished "
                              "epoch), with the same options; --epochs may be raised")
+    parser.add_argument("--calibration-folds", type=int, default=4, metavar="K",
+                        help="trainval/all: fit the temperature on out-of-fold predictions of K models of the same "
+                             "recipe (0: leave it at 1); splits with valid clips fit it on those (default 4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     defaults = Recipe()
     for f in fields(Recipe):
@@ -534,8 +590,17 @@ def main(argv: list[str] | None = None) -> dict:
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
     else:
-        _, result = train_split(splits[0], mels, setup, recipe, args.out,
-                                select_best=bool(splits[0].valid) and not args.keep_last)
+        model, result = train_split(splits[0], mels, setup, recipe, args.out,
+                                    select_best=bool(splits[0].valid) and not args.keep_last)
+        if splits[0].valid:
+            held_out = make_examples(splits[0].valid, mels, setup, model, recipe, views=False)
+            result["calibration"] = calibration_report(window_probabilities(model, held_out),
+                                                       np.array([e.label for e in held_out]), f"{splits[0].name} valid")
+        elif args.calibration_folds > 1:
+            result["calibration"] = cross_fitted_calibration(splits[0].train, mels, setup, recipe,
+                                                             args.out / "calibration", args.calibration_folds)
+        if "calibration" in result:
+            calibrate.reconfigured(model, temperature=result["calibration"]["temperature"]).save_pretrained(args.out)
         best, last = result.get("best_valid_accuracy"), result["epochs"][-1].get("valid_accuracy")
         if best is not None:
             summary = f"best valid accuracy {best:.3f} (epoch {result['best_epoch']})"
