@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,49 @@ def test_ray_option_takes_an_address_but_never_a_path():
     ]:
         args = parser.parse_args(["predict", *argv])
         assert (args.ray, [*args.ray_paths, *args.paths]) == (address, paths), argv
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="no `ray` command")
+def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows, tmp_path):
+    """README's cluster steps: `ray start --head`, then `--ray HOST:PORT` or $RAY_ADDRESS, after a local run."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in (*distributed.AUTH_VARIABLES, "RAY_ADDRESS")}
+    env |= {"HOME": str(home), "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+
+    def genrewiz(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "genrewiz", "predict", *args], capture_output=True, text=True, env=env | extra, timeout=600
+        )
+
+    local = genrewiz("--ray", str(library / "deep"), "--output", str(tmp_path / "local"), "-q", RAY_ADDRESS="local")
+    assert local.returncode == 0, local.stderr
+    assert not (home / ".ray").exists()  # nothing left that would switch later connections to tokens
+    port = free_port()
+    ray_command = str(Path(sys.executable).parent / "ray") if (Path(sys.executable).parent / "ray").exists() else "ray"
+    head = subprocess.Popen(
+        [ray_command, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        by_option = genrewiz("--ray", address, str(library), "--output", str(tmp_path / "by-option"), "--format", "jsonl", "-q")
+        assert by_option.returncode == 0, by_option.stderr
+        by_env = genrewiz("--ray", str(library), "--output", str(tmp_path / "by-env"), "-q", RAY_ADDRESS=address)
+        assert by_env.returncode == 0, by_env.stderr
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started, and only those
+        head.wait(timeout=60)
+    rows = [json.loads(line) for path in sorted((tmp_path / "by-option").glob("*.json")) for line in path.read_text().splitlines()]
+    assert_same_rows(rows, cli_rows)
+    assert_same_rows(pq.read_table(tmp_path / "by-env").to_pylist(), cli_rows)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
