@@ -40,7 +40,11 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from gradio.components.plot import PlotData
+from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.middleware import Middleware
+
+import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
 from genrewiz.features import to_db
@@ -64,7 +68,8 @@ MODEL_THREADS = 2
 window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
 than one thread each, measured)."""
 QUEUE_SIZE = 64
-"""Requests waiting beyond that are refused with 'Queue is full' instead of piling up."""
+"""Requests waiting beyond that are refused with 'Queue is full' instead of piling up; one client
+may hold :data:`serving.PER_CLIENT_QUEUED` of them."""
 DELETE_CACHE = (60, 600)
 """Every minute, uploads and spectrograms older than 10 minutes are deleted: a file lasts at
 most 11 minutes (long enough to play an upload back in the page), and all of them go when the
@@ -620,8 +625,23 @@ def build_demo(
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
-    """Start the server with the product's settings; ``kwargs`` add to or override them."""
-    settings: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "show_error": False, "css": APP_CSS}
+    """Start the server with the product's settings; ``kwargs`` add to or override them.
+
+    :mod:`serving` guards the routes (per-client queue limit, jobs nobody listens for dropped,
+    absurd bodies refused in one log line) and sweeps refused uploads out of Gradio's cache.
+    """
+    watch = serving.QueueWatch(demo)
+    app_kwargs = {
+        "middleware": [Middleware(serving.RequestGuard, watch=watch)],
+        "lifespan": serving.lifespan(watch, lambda: Path(get_upload_folder()), DELETE_CACHE[0], DELETE_CACHE[1]),
+    }
+    settings: dict[str, Any] = {
+        "max_file_size": MAX_FILE_SIZE,
+        "ssr_mode": False,
+        "show_error": False,
+        "css": APP_CSS,
+        "app_kwargs": app_kwargs,
+    }
     return demo.launch(**(settings | kwargs))
 
 

@@ -33,6 +33,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+import serving
 from conftest import BAD_INPUT_ERRORS, make_bad_inputs, make_odd_inputs
 from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
 from genrewiz.hub import BUNDLED_DIR, bundled_source
@@ -217,7 +218,8 @@ def test_too_large_files_are_refused(served, client, classifier, short_clip, tmp
     assert_top5(label)
 
 
-def test_twenty_concurrent_requests_all_succeed(client, short_clip):
+def test_twenty_concurrent_requests_all_succeed(client, short_clip, monkeypatch):
+    monkeypatch.setattr(serving, "PER_CLIENT_QUEUED", 20)  # one client stands for twenty here (the limit: test_serving.py)
     jobs = [client.submit(handle_file(short_clip), api_name="/predict") for _ in range(20)]
     results = [job.result(timeout=300) for job in jobs]
     for label, image in results:
