@@ -579,16 +579,17 @@ def build_demo(
                 timeline.render()
                 details.render()
         if example_paths:
-            gr.Examples(
-                examples=example_paths,
-                inputs=audio,
-                outputs=[verdict, label, spectrogram, timeline, details],
-                fn=show_all,
-                cache_examples=True,
-                cache_mode="eager",
-                preload=False,
-                label="Examples (results cached)",
-            )
+            with gr.Column(elem_id="examples"):
+                gr.Examples(
+                    examples=example_paths,
+                    inputs=audio,
+                    outputs=[verdict, label, spectrogram, timeline, details],
+                    fn=show_all,
+                    cache_examples=True,
+                    cache_mode="eager",
+                    preload=False,
+                    label="Examples (results cached)",
+                )
         with gr.Accordion(f"Several files at once (up to {BATCH_LIMIT}), with a CSV of the results", open=False, elem_id="batch"):
             batch_files = gr.File(file_count="multiple", file_types=["audio"], type="filepath", label="Audio files", elem_id="batch-files")
             batch_button = gr.Button("Analyse these files", elem_id="batch-button")
@@ -613,6 +614,9 @@ def build_demo(
             analyse_many, inputs=batch_files, outputs=[batch_table, batch_csv, batch_status], api_name="analyse_many", **model_events
         )
         flag_button.click(report, inputs=[state, right_genre], outputs=[flag_status, state], api_visibility="private", queue=False)
+        # A new input (an upload, a recording, an example) ends the old result's report: a report
+        # always names the answer on screen. Examples carry no report (their answers are cached).
+        audio.change(lambda: (None, ""), outputs=[state, flag_status], api_visibility="private", queue=False)
         audio.clear(
             lambda: ("", None, None, gr.update(value=None, visible=False), "", None, ""),
             outputs=[verdict, label, spectrogram, timeline, details, state, flag_status],
