@@ -493,10 +493,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 def _positive(text: str) -> float:
     """An argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
@@ -504,13 +501,17 @@ def _positive(text: str) -> float:
 
 def _probability(text: str) -> float:
     """An argparse type: a probability, 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
     return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -> None:
@@ -577,10 +578,9 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.ray is not None:
         return _run_ray(args)
-    if getattr(args, "restore", None) is not None:
-        return _run_restore(args)
-    files = find_audio_files(args.paths)
-    if not files:
+    restoring = getattr(args, "restore", None) is not None
+    files = [] if restoring else find_audio_files(args.paths)
+    if not files and not restoring:
         print("genrewiz: no audio files found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
     if args.output is not None and args.output.resolve() in {path.resolve() for path in files}:
@@ -593,14 +593,14 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as err:
         print(f"genrewiz: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
-    if not files:
+    if not files and not restoring:
         out.close()
         if not args.quiet:
             print(f"genrewiz: nothing to do: all {summary.skipped} files are already in {args.output}", file=sys.stderr)
         return EXIT_OK
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
-        return _run(args, files, out, summary)
+        return _run_restore(args, out) if restoring else _run(args, files, out, summary)
     except Interrupted as stop:
         print("genrewiz: interrupted; the results so far were written", file=sys.stderr)
         return 128 + stop.signum
@@ -772,37 +772,20 @@ def _in_order(files: Sequence[Path], kept: dict[Path, Row], rows: Iterable[Row],
             yield replace(row, top=row.top[:top])
 
 
-def _run_restore(args: argparse.Namespace) -> int:
-    """``tag --restore ROWS``: put back the genres a tagging run replaced, one row per file it tagged."""
+def _run_restore(args: argparse.Namespace, out: TextIO) -> int:
+    """``tag --restore ROWS``: put back the genres a tagging run replaced, a row per file it had tagged."""
     from .tags import TagError, restore_file
 
     plans = _restore_plans(args.restore)
-    out = _open_output(args.output)
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
-    try:
 
-        def rows() -> Iterator[Row]:
-            for path, (written, before, field_name) in plans.items():
-                try:
-                    result = restore_file(path, written, before, field_name, dry_run=args.dry_run)
-                    yield Row(path, [], tag=result)
-                except TagError as err:
-                    yield Row(path, [], error=str(err))
+    def rows() -> Iterator[Row]:
+        for path, (written, before, field_name) in plans.items():
+            try:
+                yield Row(path, [], tag=restore_file(path, written, before, field_name, dry_run=args.dry_run))
+            except TagError as err:
+                yield Row(path, [], error=str(err))
 
-        layout = TableLayout.for_run(plans, [], 1)
-        failures = write_rows(_with_file_stat(rows()), out, args.format, 1, tags=True, layout=layout)
-    except Interrupted as stop:
-        print("genrewiz: interrupted; the files restored so far are listed", file=sys.stderr)
-        return 128 + stop.signum
-    except OutputError as failure:
-        print(f"genrewiz: cannot write results to {args.output or 'standard output'}: {failure}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        if out is not sys.stdout:
-            with contextlib.suppress(OSError):
-                out.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    failures = write_rows(_with_file_stat(rows()), out, args.format, 1, tags=True, layout=TableLayout.for_run(plans, [], 1))
     if failures and not args.quiet:
         print(f"genrewiz: {failures} of {len(plans)} files could not be restored", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
