@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_probability,
         metavar="P",
         help="tag a file when its top genre's probability is at least P (default: only when the app would not say "
-        f"'Not sure': top genre at least {UNSURE_BELOW:.0%} and {CLOSE_MARGIN * 100:.0f} points ahead of the second)",
+        f"'Not sure': top genre at least {UNSURE_BELOW * 100:.0f}%% and {CLOSE_MARGIN * 100:.0f} points ahead of the second)",
     )
     tag.add_argument(
         "--own-fields",

@@ -66,6 +66,13 @@ def test_usage_errors_name_the_full_path_and_come_from_the_subcommand(tmp_path):
     assert output.returncode == 2 and "names an audio file" in output.stderr
 
 
+def test_help_of_every_command_renders():
+    for command in ("predict", "tag"):
+        shown = run_cli(command, "--help")
+        assert shown.returncode == 0 and "'option_strings'" not in shown.stdout, shown.stdout
+    assert "top genre at least 50% and 15 points ahead" in " ".join(run_cli("tag", "--help").stdout.split())
+
+
 def test_quiet_prints_nothing_on_stderr_even_when_files_fail(tmp_path):
     write_clip(tmp_path / "good.wav", "pad", 2.0)
     (tmp_path / "bad.wav").write_bytes(b"not audio" * 40)
