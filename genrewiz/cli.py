@@ -815,6 +815,8 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     files: int = 0
     failed: int = 0
+    unanalysed: int = 0
+    """Files ``tag`` kept without analysing them: they already had a genre."""
     skipped: int = 0
     genres: Counter[str] = field(default_factory=Counter)
     tags: Counter[str] = field(default_factory=Counter)
@@ -825,7 +827,9 @@ class Summary:
             self.files += 1
             if row.ok and row.top:
                 self.genres[row.top[0][0]] += 1
-            elif not row.ok:
+            elif row.ok:
+                self.unanalysed += 1
+            else:
                 self.failed += 1
             if row.tag is not None:
                 self.tags[row.tag.action] += 1
@@ -836,7 +840,8 @@ class Summary:
         elapsed = time.monotonic() - self.started
         lines = [
             f"{_files(self.files)} in {elapsed:.1f} s ({self.files / elapsed:.1f} files/s): "
-            f"{self.files - self.failed} analysed, {self.failed} failed"
+            f"{self.files - self.failed - self.unanalysed} analysed, {self.failed} failed"
+            + (f", {self.unanalysed} kept unanalysed (they had a genre)" if self.unanalysed else "")
         ]
         if self.skipped:
             lines.append(f"{_files(self.skipped)} skipped: already in {output}")

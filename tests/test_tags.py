@@ -209,6 +209,7 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
     tags_line = next(line for line in done.stderr.splitlines() if line.startswith("genrewiz: tags: "))
     counts = {action: int(n) for n, action in (part.split(" ", 1) for part in tags_line.split(": ", 2)[2].split(", "))}
     assert counts == {"tagged": 2, "uncertain": 2, "kept": 1}
+    assert "4 analysed, 2 failed, 1 kept unanalysed (they had a genre)" in done.stderr
 
     table = run_cli("tag", str(labelled), "--overwrite")
     assert table.returncode == 0, table.stderr
