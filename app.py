@@ -398,11 +398,6 @@ def weights_line(source: ModelSource | None) -> str:
     return f"Weights: {where}."
 
 
-def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
-    """The page's one visible line about the model: :func:`trust_sentence`."""
-    return trust_sentence(metrics)
-
-
 def about_markdown(source: ModelSource | None, metrics: dict[str, Any] | None, labels: Sequence[str]) -> str:
     """The details behind the trust sentence, in the page's "About" accordion: what the model is, how it was measured, its limits, the weights."""
     metrics = metrics or {}
@@ -553,7 +548,7 @@ def build_demo(
             f"{classifier.max_duration / 60:g} minutes in {config.window_seconds:.0f}-second windows.",
             elem_id="intro",
         )
-        gr.Markdown(model_note(source, metrics), elem_id="model-note")
+        gr.Markdown(trust_sentence(metrics), elem_id="model-note")  # the one line about the model in view
         with gr.Accordion("About the model, its limits and weights", open=False, elem_id="about"):
             gr.Markdown(about_markdown(source, metrics, classifier.labels), elem_id="about-text")
         verdict = gr.Markdown(elem_id="verdict", render=False, latex_delimiters=[])
