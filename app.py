@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import dataclasses
 import io
 import json
@@ -39,13 +40,19 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from gradio.components.plot import PlotData
+from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.middleware import Middleware
+
+import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
 from genrewiz.results import top_json, windows_json
+from genrewiz import verdict as verdict_rule
+from genrewiz.verdict import CLOSE_MARGIN, UNSURE_BELOW
 
 logger = logging.getLogger("genrewiz.app")
 
@@ -61,7 +68,8 @@ MODEL_THREADS = 2
 window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
 than one thread each, measured)."""
 QUEUE_SIZE = 64
-"""Requests waiting beyond that are refused with 'Queue is full' instead of piling up."""
+"""Requests waiting beyond that are refused with 'Queue is full' instead of piling up; one client
+may hold :data:`serving.PER_CLIENT_QUEUED` of them."""
 DELETE_CACHE = (60, 600)
 """Every minute, uploads and spectrograms older than 10 minutes are deleted: a file lasts at
 most 11 minutes (long enough to play an upload back in the page), and all of them go when the
@@ -70,23 +78,21 @@ SPECTROGRAM_FOLDER = "genrewiz-spectrograms"
 """Folder for the spectrogram PNGs inside Gradio's cache, which serves them in place and deletes
 them on the :data:`DELETE_CACHE` schedule and at shutdown like its own files."""
 
-UNSURE_BELOW = 0.5
-"""A top genre under this probability is shown as a doubt ("Not sure: jazz or blues?"), not an answer."""
-CLOSE_MARGIN = 0.15
-"""Nor is one whose lead over the second genre is under this: the model hesitates between the two."""
+BATCH_LIMIT = 20
+"""Files one "several files" request may hold: more would hold a model slot for minutes."""
+RESULTS_FOLDER = "genrewiz-results"
+"""Folder for the CSV downloads inside Gradio's cache, swept like :data:`SPECTROGRAM_FOLDER`."""
+FLAGGING_DIR = os.environ.get("GENREWIZ_FLAGGING_DIR", ".gradio/flagged")
+"""Where "this answer is wrong" reports go (``dataset1.csv``: file name, the model's answer, the
+genre the user says is right, time); one report per analysis, no audio kept."""
 APP_CSS = """
 #verdict h3 { margin: 0.2em 0; }
 #spectrogram .image-container, #timeline [data-testid="matplotlib"] { padding-top: 30px; }
-#spectrogram img, #timeline img { width: 100%; height: auto; }
-@media (max-width: 640px) {
-  #spectrogram button, #timeline [data-testid="matplotlib"] { overflow-x: auto; justify-content: flex-start; align-items: flex-start; }
-  #spectrogram img, #timeline img { min-width: 720px; max-width: none; }
-}
+#spectrogram img, #timeline img { width: 100%; height: auto; max-width: 100%; }
 """
 """Both figures at the width of their column, below their panel's label rather than under it, so
-that equal margins in them put the time axes one under the other; on a phone, 720 px wide in a
-strip that scrolls sideways from its start, so that their text stays as readable as on a desktop
-instead of shrinking to a third."""
+that equal margins in them put the time axes one under the other. On a phone the same rule fits
+them to the screen: title, axes, colour bar and legend all in view, no strip to scroll."""
 
 _MB = 1024 * 1024
 _ERROR_TITLE = "Can't analyse this audio"
@@ -176,7 +182,15 @@ def analysed_span(prediction: Prediction) -> str:
 
 
 def write_png(pixels: np.ndarray, folder: Path, max_age: float = DELETE_CACHE[1]) -> str:
-    """Save ``pixels`` as a PNG file of its own in ``folder``; files older than ``max_age`` s go.
+    """Save ``pixels`` as a PNG file of its own in ``folder`` (see :func:`new_cache_file`)."""
+    fd, path = new_cache_file(folder, "spectrogram-", ".png", max_age)
+    with os.fdopen(fd, "wb") as file:
+        Image.fromarray(pixels).save(file, format="PNG")
+    return path
+
+
+def new_cache_file(folder: Path, prefix: str, suffix: str, max_age: float = DELETE_CACHE[1]) -> tuple[int, str]:
+    """A new file of its own in ``folder`` (descriptor, path); ``prefix*suffix`` files older than ``max_age`` s go.
 
     Gradio writes a returned array to a content-hashed cache file in place, so two requests with
     the same spectrogram rewrite one file while it is being downloaded (truncated downloads at
@@ -185,15 +199,41 @@ def write_png(pixels: np.ndarray, folder: Path, max_age: float = DELETE_CACHE[1]
     """
     folder.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - max_age
-    for old in folder.glob("spectrogram-*.png"):
+    for old in folder.glob(f"{prefix}*{suffix}"):
         try:
             if old.stat().st_mtime < cutoff:
                 old.unlink()
         except FileNotFoundError:
             pass
-    fd, path = tempfile.mkstemp(prefix="spectrogram-", suffix=".png", dir=folder)
-    with os.fdopen(fd, "wb") as file:
-        Image.fromarray(pixels).save(file, format="PNG")
+    return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+
+
+BATCH_COLUMNS = ("file", "verdict", "genre", "confidence", "second", "second_confidence", "duration_s", "error")
+"""The "several files" table and its CSV download, one row per file."""
+
+
+def batch_rows(classifier: GenreClassifier, paths: Sequence[str], max_file_size: int | None = None) -> list[list[Any]]:
+    """One :data:`BATCH_COLUMNS` row per file, in order; a file that cannot be analysed gets its error, the rest go on."""
+    rows: list[list[Any]] = []
+    for path in paths:
+        name = Path(path).name
+        try:
+            prediction = classify_upload(classifier, path, max_file_size)
+        except AudioError as err:
+            rows.append([name, "", "", None, "", None, None, str(err)])
+            continue
+        (first, p1), (second, p2) = (prediction.top(2) + [("", 0.0)])[:2]
+        rows.append([name, verdict_text(prediction), first, round(p1, 4), second, round(p2, 4), round(prediction.duration, 2), ""])
+    return rows
+
+
+def write_csv(rows: Sequence[Sequence[Any]], folder: Path) -> str:
+    """``rows`` under :data:`BATCH_COLUMNS` as a CSV file of its own in ``folder``, for download."""
+    fd, path = new_cache_file(folder, "genrewiz-", ".csv")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(BATCH_COLUMNS)
+        writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
     return path
 
 
@@ -228,13 +268,24 @@ def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_
     return PlotData(type="matplotlib", plot="data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
 
 
+def percent(p: float) -> str:
+    """A probability as the page shows it, never rounded into a claim: 0.9955 is ``over 99%``, not ``100%``."""
+    if 0.995 <= p < 1.0:
+        return "over 99%"
+    if 0.0 < p < 0.005:
+        return "under 1%"
+    return f"{p:.0%}"
+
+
 def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -> str:
-    """A few lines on what was analysed and how, shown under the results; ``name`` is shown literally."""
-    genre, confidence = prediction.top(1)[0]
+    """A few lines on what was analysed and how, shown under the results; ``name`` is shown literally.
+
+    They say nothing about the genre: that is the verdict's, so the two can never disagree.
+    """
     windows = len(prediction.window_starts)
     lines = [
         f"**{escape_markdown(name)}**: {analysed_span(prediction)} in {windows} window{'s' if windows != 1 else ''} "
-        f"of {config.window_seconds:.1f} s; most likely **{genre}** ({confidence:.0%})."
+        f"of {config.window_seconds:.1f} s."
     ]
     if prediction.truncated:
         lines.append(f"Only the first {_minutes(prediction.duration)} of long files is analysed.")
@@ -248,8 +299,7 @@ def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -
 
 def is_unsure(prediction: Prediction) -> bool:
     """Whether the answer is a doubt: top genre under :data:`UNSURE_BELOW`, or within :data:`CLOSE_MARGIN` of the second."""
-    (_, first), (_, second) = (prediction.top(2) + [("", 0.0)])[:2]
-    return first < UNSURE_BELOW or first - second < CLOSE_MARGIN
+    return verdict_rule.is_unsure(prediction.top(2))
 
 
 def verdict_text(prediction: Prediction) -> str:
@@ -259,14 +309,15 @@ def verdict_text(prediction: Prediction) -> str:
 
 
 def verdict_markdown(prediction: Prediction) -> str:
-    """The verdict shown above the genre bars, with the probabilities behind it."""
+    """The verdict shown above the genre bars, with the probabilities behind it and, for a doubt, which rule made it one."""
     (first, p1), (second, p2) = (prediction.top(2) + [("", 0.0)])[:2]
     if is_unsure(prediction):
         return (
             f"### Not sure: {escape_markdown(first)} or {escape_markdown(second)}?\n"
-            f"{p1:.0%} and {p2:.0%}: too low or too close to call."
+            f"{escape_markdown(first)} {percent(p1)}, {escape_markdown(second)} {percent(p2)}: "
+            f"{verdict_rule.doubt_reason(prediction.top(2))}."
         )
-    return f"### Most likely {escape_markdown(first)}\n{p1:.0%}, ahead of {escape_markdown(second)} at {p2:.0%}."
+    return f"### Most likely {escape_markdown(first)}\n{percent(p1)}, ahead of {escape_markdown(second)} at {percent(p2)}."
 
 
 def error_markdown(message: str) -> str:
@@ -282,44 +333,84 @@ def cnn_branch(source: ModelSource | None) -> str | None:
     return json.loads(path.read_text(encoding="utf-8")).get("cnn_branch", "scratch")
 
 
-def trust_sentence(metrics: dict[str, Any] | None, branch: str | None) -> str:
-    """What the model is and how often it is right, in one sentence, from its ``metrics.json``.
+EXTRA_EVALUATIONS = (("field", "real recordings from outside GTZAN"), ("recorded", "songs played and recorded through a microphone"))
+"""Optional ``metrics.json`` entries, each ``{"accuracy": ..., "n_clips": ...}``, that the trust
+sentence adds after the GTZAN figure, in this order, with what their clips are."""
 
-    An artist-filtered evaluation (``split`` ``filtered/...``, as ``train/evaluate.py`` writes
-    it) is told as clips by artists never heard in training; a k-fold one (``split`` ``kfold``)
-    as the optimistic figure it is; anything else as no measured accuracy.
+
+def trust_sentence(metrics: dict[str, Any] | None) -> str:
+    """How often the model is right, in one plain sentence, from its ``metrics.json``; the page's and ``/analyse``'s.
+
+    The main figure is an artist-filtered evaluation (``split`` ``filtered/...``, as
+    ``train/evaluate.py`` writes it: clips by artists never heard in training) or a k-fold one
+    (``split`` ``kfold``, said to be optimistic); each :data:`EXTRA_EVALUATIONS` entry present
+    adds its own figure. Weights with none of these get a sentence that says so.
     """
-    if branch == "musicnn":
-        what = "GenreWiz is a neural network whose CNN branch is musicnn, pretrained on a million songs"
-    elif branch == "scratch":
-        what = "GenreWiz is a small neural network trained from scratch on GTZAN clips"
-    else:
-        what = "GenreWiz is a neural network trained on GTZAN clips"
     metrics = metrics or {}
-    accuracy, clips, split = metrics.get("accuracy"), metrics.get("n_clips"), str(metrics.get("split", ""))
-    if isinstance(accuracy, (int, float)) and isinstance(clips, int):
-        right = f"right about {round(10 * accuracy)} times in 10 ({accuracy:.0%})"
-        if split.startswith("filtered"):
-            return f"{what}; trained the same way, it was {right} on {clips} clips by artists it never heard in training."
-        if split == "kfold":
-            return (
-                f"{what}; in a cross-validation on {clips} GTZAN clips it was {right}, an optimistic figure, "
-                "since clips by one artist can be on both sides."
-            )
-    return f"{what}; no measured accuracy ships with these weights, so take its answers as a guess."
+    parts = []
+    split = str(metrics.get("split", ""))
+    if _measured(metrics) and split.startswith("filtered"):
+        parts.append(f"On {metrics['n_clips']} GTZAN clips by artists it never heard, it named the right genre {percent(metrics['accuracy'])} of the time")
+    elif _measured(metrics) and split == "kfold":
+        parts.append(
+            f"In a cross-validation on {metrics['n_clips']} GTZAN clips it named the right genre {percent(metrics['accuracy'])} "
+            "of the time (optimistic: clips by one artist can be on both sides)"
+        )
+    for key, clips in EXTRA_EVALUATIONS:
+        entry = metrics.get(key)
+        if isinstance(entry, dict) and _measured(entry):
+            figure, n = percent(entry["accuracy"]), entry["n_clips"]
+            parts.append(f"on {n} {clips}, {figure}" if parts else f"On {n} {clips}, it named the right genre {figure} of the time")
+    if not parts:
+        return "No measured accuracy ships with these weights: take its answers as a guess."
+    return "; ".join(parts) + "."
+
+
+def _measured(entry: dict[str, Any]) -> bool:
+    """Whether an evaluation entry holds a usable ``accuracy`` (0-1) and ``n_clips``."""
+    accuracy, clips = entry.get("accuracy"), entry.get("n_clips")
+    return isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0 and isinstance(clips, int) and clips > 0
+
+
+def model_summary(branch: str | None) -> str:
+    """What the model is, in one sentence, from its CNN branch."""
+    if branch == "musicnn":
+        return "GenreWiz is a neural network whose CNN branch is musicnn, pretrained on a million songs, with genre layers trained on GTZAN clips."
+    if branch == "scratch":
+        return "GenreWiz is a small neural network trained from scratch on GTZAN clips."
+    return "GenreWiz is a neural network trained on GTZAN clips."
+
+
+def weights_text(source: ModelSource | None) -> str:
+    """Which weights answer, for users: never why others could not be used (that is the log's)."""
+    if source is None:
+        return "weights passed in by the caller"
+    if source.kind == "bundled":
+        return "the weights bundled with GenreWiz (genrewiz/weights)"
+    return source.describe()
 
 
 def weights_line(source: ModelSource | None) -> str:
     """Which weights are loaded, linked to the Hub when they come from there."""
-    where = source.describe() if source is not None else "weights passed in by the caller"
+    where = weights_text(source)
     if source is not None and source.kind == "hub":
         where = f"[{where}](https://huggingface.co/{source.location}/tree/{source.revision})"
     return f"Weights: {where}."
 
 
-def model_note(source: ModelSource | None, metrics: dict[str, Any] | None) -> str:
-    """The header's note: :func:`trust_sentence`, then :func:`weights_line`."""
-    return f"{trust_sentence(metrics, cnn_branch(source))}\n\n{weights_line(source)}"
+def about_markdown(source: ModelSource | None, metrics: dict[str, Any] | None, labels: Sequence[str]) -> str:
+    """The details behind the trust sentence, in the page's "About" accordion: what the model is, how it was measured, its limits, the weights."""
+    metrics = metrics or {}
+    lines = [model_summary(cnn_branch(source))]
+    if metrics.get("protocol"):
+        lines.append(f"Measured by: {escape_markdown(str(metrics['protocol']))}.")
+    lines.append(
+        f"Limits: it knows only the {len(labels)} GTZAN genres ({', '.join(labels)}); anything else is forced into one of "
+        "them. GTZAN's clips are 1960s-2000s recordings, so on today's songs and phone recordings it is right less often "
+        "than the figure above, and the page says \"Not sure\" when its answer is weak or close to a second genre."
+    )
+    lines.append(weights_line(source))
+    return "\n\n".join(lines)
 
 
 def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, source: ModelSource | None) -> dict[str, Any]:
@@ -337,8 +428,8 @@ def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, sour
         "window_seconds": round(config.window_seconds, 4),
         "windows": windows_json(prediction, config.window_seconds),
         "model": {
-            "weights": source.describe() if source is not None else None,
-            "summary": trust_sentence(metrics, cnn_branch(source)),
+            "weights": weights_text(source) if source is not None else None,
+            "summary": trust_sentence(metrics),
             "accuracy": metrics.get("accuracy"),
             "protocol": metrics.get("protocol"),
             "n_clips": metrics.get("n_clips"),
@@ -346,9 +437,28 @@ def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, sour
     }
 
 
+def report_wrong(
+    flagger: gr.CSVLogger, labels: Sequence[str], result: tuple[str, Prediction] | None, right: str | None
+) -> tuple[str, tuple[str, Prediction] | None]:
+    """Save one "this answer is wrong" report (file name, the model's top 3, the genre the user says is right).
+
+    Returns the line to show and the page's new result state: ``None`` once reported, so that
+    one analysis gives at most one report (a CSV row, no audio).
+    """
+    if result is None:
+        return "Analyse a song first, then tell us if the answer is wrong.", result
+    if right not in labels:
+        return "Choose the genre you think is right.", result
+    name, prediction = result
+    answer = ", ".join(f"{genre} {p:.4f}" for genre, p in prediction.top(3))
+    flagger.flag([name, answer, right])
+    return f"Thanks: saved that {escape_markdown(name)} is {right} ({verdict_text(prediction).lower()}, said GenreWiz).", None
+
+
 def build_demo(
     classifier: GenreClassifier,
     examples: Sequence[str | os.PathLike[str]] | None = None,
+    flagging_dir: str | os.PathLike[str] = FLAGGING_DIR,
 ) -> gr.Blocks:
     """The GenreWiz app around ``classifier``, queued and ready for :func:`launch`.
 
@@ -356,11 +466,14 @@ def build_demo(
     (``gr.Examples(cache_examples=True)``, kept under ``$GRADIO_EXAMPLES_CACHE``). The page's
     own events are private and show a bad input's message where the result would be; the API
     endpoints ``/predict`` and ``/analyse`` hang on a hidden button and raise ``gr.Error``.
+    "This answer is wrong" reports go to ``flagging_dir`` through Gradio's ``CSVLogger``.
     """
     config = classifier.config
     source = classifier.source
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
-    note = model_note(source, source.metrics() if source else None)
+    metrics = source.metrics() if source else None
+    if source is not None and source.fallback_reason:  # the log's business, not the page's
+        logger.warning("Serving the bundled weights: %s", source.fallback_reason)
 
     def classify(audio: str | None) -> Prediction:
         return classify_upload(classifier, audio, getattr(demo, "max_file_size", None))
@@ -409,15 +522,35 @@ def build_demo(
         verdict_md, genres, image, result = show(audio)
         return verdict_md, genres, image, *show_details(result)
 
+    def analyse_many(paths: list[str] | None) -> tuple[list[list[Any]], str | None, str]:
+        """The "several files" table, its CSV download, and a line on what was done."""
+        paths = list(paths or [])
+        if not paths:
+            return [], None, "No files yet: choose one or more audio files."
+        if len(paths) > BATCH_LIMIT:
+            return [], None, f"{len(paths)} files: at most {BATCH_LIMIT} at a time here (the command line takes whole folders)."
+        rows = batch_rows(classifier, paths, getattr(demo, "max_file_size", None))
+        failed = sum(1 for row in rows if row[-1])
+        done = f"{len(rows) - failed} of {len(rows)} files analysed" + (f"; {failed} could not be (see `error`)." if failed else ".")
+        return rows, write_csv(rows, Path(spectrogram.GRADIO_CACHE) / RESULTS_FOLDER), done
+
+    flagger = gr.CSVLogger(simplify_file_data=True, verbose=False)
+    flag_fields = [gr.Textbox(label=name, render=False) for name in ("file", "answer", "right genre")]
+
+    def report(result: tuple[str, Prediction] | None, right: str | None) -> tuple[str, Any]:
+        return report_wrong(flagger, classifier.labels, result, right)
+
     with gr.Blocks(title="GenreWiz", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# GenreWiz\n"
-            "Upload a song (mp3, m4a, wav, flac, ogg, webm, ...) or record one: GenreWiz names its genre among ten "
-            f"({', '.join(classifier.labels)}), listening to the first {classifier.max_duration / 60:g} minutes in {config.window_seconds:.0f}-second "
-            "windows. It starts as soon as an upload ends or a recording stops.",
+            "Upload a song (mp3, m4a, wav, flac, ogg, webm, ...) or record one: GenreWiz names its genre among "
+            f"{len(classifier.labels)} GTZAN genres ({', '.join(classifier.labels)}), listening to the first "
+            f"{classifier.max_duration / 60:g} minutes in {config.window_seconds:.0f}-second windows.",
             elem_id="intro",
         )
-        gr.Markdown(note, elem_id="model-note")
+        gr.Markdown(trust_sentence(metrics), elem_id="model-note")  # the one line about the model in view
+        with gr.Accordion("About the model, its limits and weights", open=False, elem_id="about"):
+            gr.Markdown(about_markdown(source, metrics, classifier.labels), elem_id="about-text")
         verdict = gr.Markdown(elem_id="verdict", render=False, latex_delimiters=[])
         label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", show_heading=False, elem_id="genres", render=False)
         spectrogram = gr.Image(
@@ -426,26 +559,38 @@ def build_demo(
         timeline = gr.Plot(label="Genre over time", format="png", visible=False, elem_id="timeline", render=False)
         details = gr.Markdown(elem_id="details", render=False, latex_delimiters=[])
         state = gr.State()
+        # One column on a phone, in reading order: input, verdict, genres, the figures, then the rest.
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song")
                 verdict.render()
                 label.render()
-                if example_paths:
-                    gr.Examples(
-                        examples=example_paths,
-                        inputs=audio,
-                        outputs=[verdict, label, spectrogram, timeline, details],
-                        fn=show_all,
-                        cache_examples=True,
-                        cache_mode="eager",
-                        preload=False,
-                        label="Examples (results cached)",
-                    )
+                with gr.Accordion("Is this answer wrong?", open=False, elem_id="flag"):
+                    right_genre = gr.Dropdown(list(classifier.labels), label="The right genre", elem_id="right-genre")
+                    flag_button = gr.Button("Report: this answer is wrong", size="sm", elem_id="flag-button")
+                    flag_status = gr.Markdown(elem_id="flag-status")
             with gr.Column(scale=3, min_width=320):
                 spectrogram.render()
                 timeline.render()
                 details.render()
+        if example_paths:
+            with gr.Column(elem_id="examples"):
+                gr.Examples(
+                    examples=example_paths,
+                    inputs=audio,
+                    outputs=[verdict, label, spectrogram, timeline, details],
+                    fn=show_all,
+                    cache_examples=True,
+                    cache_mode="eager",
+                    preload=False,
+                    label="Examples (results cached)",
+                )
+        with gr.Accordion(f"Several files at once (up to {BATCH_LIMIT}), with a CSV of the results", open=False, elem_id="batch"):
+            batch_files = gr.File(file_count="multiple", file_types=["audio"], type="filepath", label="Audio files", elem_id="batch-files")
+            batch_button = gr.Button("Analyse these files", elem_id="batch-button")
+            batch_status = gr.Markdown(elem_id="batch-status")
+            batch_table = gr.Dataframe(headers=list(BATCH_COLUMNS), interactive=False, elem_id="batch-table")
+            batch_csv = gr.File(label="Results (CSV)", interactive=False, elem_id="batch-csv")
         api_only = gr.Button(visible=False)
         analysis = gr.JSON(visible=False)
 
@@ -460,19 +605,42 @@ def build_demo(
         ).then(show_details, inputs=state, outputs=[timeline, details], api_visibility="private")
         api_only.click(predict, inputs=audio, outputs=[label, spectrogram], api_name="predict", **model_events)
         api_only.click(analyse, inputs=audio, outputs=analysis, api_name="analyse", **model_events)
+        batch_button.click(
+            analyse_many, inputs=batch_files, outputs=[batch_table, batch_csv, batch_status], api_name="analyse_many", **model_events
+        )
+        flag_button.click(report, inputs=[state, right_genre], outputs=[flag_status, state], api_visibility="private", queue=False)
+        # A new input (an upload, a recording, an example) ends the old result's report: a report
+        # always names the answer on screen. Examples carry no report (their answers are cached).
+        audio.change(lambda: (None, ""), outputs=[state, flag_status], api_visibility="private", queue=False)
         audio.clear(
-            lambda: ("", None, None, gr.update(value=None, visible=False), ""),
-            outputs=[verdict, label, spectrogram, timeline, details],
+            lambda: ("", None, None, gr.update(value=None, visible=False), "", None, ""),
+            outputs=[verdict, label, spectrogram, timeline, details, state, flag_status],
             api_visibility="private",
             queue=False,
         )
+    flagger.setup(flag_fields, flagging_dir)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
-    """Start the server with the product's settings; ``kwargs`` add to or override them."""
-    settings: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "ssr_mode": False, "show_error": False, "css": APP_CSS}
+    """Start the server with the product's settings; ``kwargs`` add to or override them.
+
+    :mod:`serving` guards the routes (per-client queue limit, jobs nobody listens for dropped,
+    absurd bodies refused in one log line) and sweeps refused uploads out of Gradio's cache.
+    """
+    watch = serving.QueueWatch(demo)
+    app_kwargs = {
+        "middleware": [Middleware(serving.RequestGuard, watch=watch)],
+        "lifespan": serving.lifespan(watch, lambda: Path(get_upload_folder()), DELETE_CACHE[0], DELETE_CACHE[1]),
+    }
+    settings: dict[str, Any] = {
+        "max_file_size": MAX_FILE_SIZE,
+        "ssr_mode": False,
+        "show_error": False,
+        "css": APP_CSS,
+        "app_kwargs": app_kwargs,
+    }
     return demo.launch(**(settings | kwargs))
 
 

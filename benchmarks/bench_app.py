@@ -99,9 +99,10 @@ class Server:
                 time.sleep(0.1)
 
     def model_note(self) -> str:
+        """The page's "Weights: ..." line (in its About accordion)."""
         config = httpx.get(f"{self.url}config", timeout=30).json()
-        notes = [c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "model-note"]
-        return notes[0] if notes else "?"
+        about = [c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "about-text"]
+        return about[0].rsplit("\n\n", 1)[-1] if about else "?"
 
     def stop(self) -> None:
         self.process.terminate()

@@ -11,6 +11,7 @@ file's own sample rate or channel count.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -26,6 +27,8 @@ import av
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .ogg import Chain, chains
 
 DEFAULT_MAX_DURATION = 600.0
 """Seconds of a file analysed by default; the rest of a longer file is never read."""
@@ -119,8 +122,11 @@ def load_audio(
         raise AudioError(f"{name}: not a file")
     if path.stat().st_size == 0:
         raise AudioError(f"{name}: the file is empty")
-    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+    chained = _chained_ogg(path)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS or chained:
         decoded = _decode_ffmpeg(path, sample_rate, max_duration, offset)
+        if chained:  # FFmpeg reads every stream of the chain but reports the last one's length
+            decoded = dataclasses.replace(decoded, source_duration=sum(chain.seconds for chain in chained))
     else:
         try:
             decoded = _decode_sndfile(path, sample_rate, max_duration, offset)
@@ -171,6 +177,26 @@ def prepare_waveform(
     if source_rate != sample_rate:
         mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
     return Audio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, source_duration)
+
+
+def _chained_ogg(path: Path) -> list[Chain]:
+    """The streams of a chained Ogg file (two or more, one after the other), which only FFmpeg reads whole; else ``[]``."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(4) != b"OggS":
+                return []
+        found = chains(path)
+    except OSError:
+        return []  # the decoder reports why the file cannot be read
+    if len(found) < 2:
+        return []
+    rates = sorted({chain.rate for chain in found})
+    if len(rates) > 1:
+        raise AudioError(
+            f"{path.name}: a chained Ogg file whose {len(found)} streams have different sample rates "
+            f"({', '.join(f'{r:,}' for r in rates)} Hz): not supported"
+        )
+    return found
 
 
 def _decode_sndfile(path: Path, sample_rate: int, max_duration: float, offset: float) -> _Decoded:

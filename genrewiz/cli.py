@@ -47,6 +47,7 @@ from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, Prediction, analyse
 from .results import top_json, windows_json
+from .verdict import CLOSE_MARGIN, UNSURE_BELOW
 
 if TYPE_CHECKING:
     from .tags import TagResult
@@ -144,9 +145,11 @@ class TableLayout:
         path = _printable(row.path)
         if not row.ok:
             return f"{path.ljust(self.path)}  ERROR: {_printable(row.error or '')}\n"
+        tag = (_printable(row.tag.describe()) if row.tag else "") if tags else None
+        if not row.top:  # a file tagging kept or restored without analysing it
+            return self._line(path, "", "", "", "", tag)
         (genre, confidence), others = row.top[0], row.top[1:]
         also = ", ".join(f"{label} {p:.0%}" for label, p in others)
-        tag = (_printable(row.tag.describe()) if row.tag else "") if tags else None
         return self._line(path, genre, f"{confidence:.0%}", _length(row.duration), also, tag)
 
     def _line(self, path: str, genre: str, confidence: str, length: str, also: str, tag: str | None) -> str:
@@ -169,15 +172,55 @@ def _length(seconds: float | None) -> str:
 def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand folders recursively into their audio files (sorted); named files are kept as given.
 
-    A named path that does not exist is kept too, so that it is reported as an error row.
+    An entry that cannot be listed or looked at (a folder without read or search permission, a
+    link to something unreadable) is kept as it is, so that it becomes an error row saying why
+    instead of stopping the run or vanishing. Links to folders are not followed, so a scan never
+    leaves the folders it was given nor loops.
     """
     found: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        if _is_dir(path):
+            found += sorted(_walk(path))
         else:
             found.append(path)
     return found
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, false for what cannot be looked at (Python 3.11 raises there)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Audio files under ``folder``, and the entries that could not be read (see :func:`find_audio_files`)."""
+    unreadable: list[Path] = []
+    for parent, _, names in os.walk(folder, onerror=lambda err: unreadable.append(Path(err.filename))):
+        for name in names:
+            path = Path(parent, name)
+            if path.suffix.lower() in SUPPORTED_EXTENSIONS:
+                yield path
+    yield from unreadable
+
+
+def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot even be opened (``Permission denied``, a folder, ...), or ``None``.
+
+    The decoders would report such a file as corrupt; the user needs the real reason.
+    """
+    name = Path(path).name or os.fspath(path)
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+            return f"{name}: a folder, not an audio file"
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return None  # the decoder says "file not found" itself
+    except OSError as err:
+        return f"{name}: cannot read: {err.strerror or err}"
 
 
 def _init_worker(parent: int) -> None:
@@ -204,10 +247,14 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 def _analyse_or_error(path: Path, config: FeatureConfig, max_duration: float) -> Analysis | str:
     """Worker-side step: decode and compute the log-mel, or return the error message."""
+    if (reason := unreadable_reason(path)) is not None:
+        return reason
     try:
         return analyse(path, config, max_duration=max_duration)
     except AudioError as err:
         return str(err)
+    except OSError as err:  # e.g. the file vanished or lost its permissions between the checks
+        return f"{path.name}: cannot read: {err.strerror or err}"
 
 
 def predict_files(
@@ -381,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("paths", nargs="*", help="audio files and/or folders (with --ray also URIs: s3://..., gs://...)")
     _add_run_options(predict, formats=(*FORMATS, "parquet"))
-    predict.set_defaults(ray_paths=[])
+    predict.set_defaults(ray_paths=[], command_parser=predict)
     predict.add_argument(
         "--ray",
         nargs="?",
@@ -393,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--actors",
-        type=int,
+        type=_at_least(1),
         help="with --ray: model replicas, each loading the checkpoint once (default: 1 to the cluster's CPUs, as needed)",
     )
     tag = commands.add_parser(
@@ -403,24 +450,73 @@ def build_parser() -> argparse.ArgumentParser:
         "confidence into a GenreWiz field. Only tags change, never the audio.",
         formatter_class=_HelpFormatter,
     )
-    tag.add_argument("paths", nargs="+", help="audio files and/or folders")
+    tag.add_argument("paths", nargs="*", help="audio files and/or folders")
     _add_run_options(tag, formats=FORMATS)
-    tag.set_defaults(ray=None, ray_paths=[], actors=None)
+    tag.set_defaults(ray=None, ray_paths=[], actors=None, command_parser=tag)
     tag.add_argument("--dry-run", "-n", action="store_true", help="show what would change, write nothing")
-    tag.add_argument("--overwrite", action="store_true", help="replace genre tags the files already have (default: keep them)")
+    tag.add_argument("--overwrite", action="store_true", help="replace genre tags the files already have (default: keep them, without analysing those files)")
     tag.add_argument(
         "--min-confidence",
-        type=float,
-        default=0.0,
+        type=_probability,
         metavar="P",
-        help="leave a file untagged when its top genre's probability is under P",
+        help="tag a file when its top genre's probability is at least P (default: only when the app would not say "
+        f"'Not sure': top genre at least {UNSURE_BELOW * 100:.0f}%% and {CLOSE_MARGIN * 100:.0f} points ahead of the second)",
+    )
+    tag.add_argument(
+        "--own-fields",
+        action="store_true",
+        help="write the genre into GenreWiz's own field (GENREWIZ_GENRE) beside the confidence, never the standard genre field",
+    )
+    tag.add_argument(
+        "--restore",
+        type=Path,
+        metavar="ROWS",
+        help="undo: put back the genres a run's --format jsonl ROWS replaced (where the files still hold GenreWiz's genre)",
     )
     return parser
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (errors come from the subcommand's own parser)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a probability, 0 to 1."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -> None:
     """The options ``predict`` and ``tag`` share."""
-    command.add_argument("--top", type=int, default=3, help="how many genres to report per file")
+    command.add_argument("--top", type=_at_least(1), default=3, help="how many genres to report per file")
     command.add_argument(
         "--format",
         choices=formats,
@@ -434,8 +530,8 @@ def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -
         action="store_true",
         help="add each file's genre timeline to JSON and JSON Lines rows: per window, start_s, end_s and every genre's confidence",
     )
-    command.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="decoding worker processes (default: %(default)s, the CPU count)")
-    command.add_argument("--max-duration", type=float, default=DEFAULT_MAX_DURATION, help="seconds analysed per file")
+    command.add_argument("--jobs", "-j", type=_at_least(1), default=os.cpu_count() or 1, help="decoding worker processes (default: %(default)s, the CPU count)")
+    command.add_argument("--max-duration", type=_positive, default=DEFAULT_MAX_DURATION, help="seconds analysed per file")
     command.add_argument(
         "--resume",
         action="store_true",
@@ -460,18 +556,35 @@ def _is_ray_address(value: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``genrewiz`` console script and ``python -m genrewiz``."""
+    """Entry point of the ``genrewiz`` console script and ``python -m genrewiz``.
+
+    A stop signal is honoured wherever it lands, also while the run is already closing its
+    output: one line and exit status 128 + the signal, never a traceback.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as stop:  # Interrupted, or a Ctrl-C after the handlers were given back
+        with contextlib.suppress(KeyboardInterrupt, OSError):
+            print("genrewiz: interrupted; the results so far were written", file=sys.stderr)
+        return 128 + getattr(stop, "signum", signal.SIGINT)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """:func:`main` inside its interrupt handling."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.paths = [*args.ray_paths, *args.paths]
-    _check_args(parser, args)
+    _check_args(args.command_parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.ray is not None:
         return _run_ray(args)
-    files = find_audio_files(args.paths)
-    if not files:
+    restoring = getattr(args, "restore", None) is not None
+    files = [] if restoring else find_audio_files(args.paths)
+    if not files and not restoring:
         print("genrewiz: no audio files found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
+    if args.output is not None and args.output.resolve() in {path.resolve() for path in files}:
+        args.command_parser.error(f"--output {args.output} is one of the audio files to analyse")
     summary = Summary()
     try:
         if args.resume:
@@ -480,13 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"genrewiz: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
-    if not files:
+    if not files and not restoring:
         out.close()
-        print(f"genrewiz: nothing to do: all {summary.skipped} files are already in {args.output}", file=sys.stderr)
+        if not args.quiet:
+            print(f"genrewiz: nothing to do: all {summary.skipped} files are already in {args.output}", file=sys.stderr)
         return EXIT_OK
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
-        return _run(args, files, out, summary)
+        return _run_restore(args, out) if restoring else _run(args, files, out, summary)
     except Interrupted as stop:
         print("genrewiz: interrupted; the results so far were written", file=sys.stderr)
         return 128 + stop.signum
@@ -498,28 +612,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genrewiz: cannot write results to {args.output or 'standard output'}: {failure}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if out is not sys.stdout:
             with contextlib.suppress(OSError):
                 out.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse option values and combinations that cannot work, as usage errors (exit 2)."""
-    if not args.paths:
+    """Refuse option values and combinations that cannot work, as usage errors of ``parser`` (exit 2)."""
+    restore = getattr(args, "restore", None)
+    if restore is not None:
+        if args.paths:
+            parser.error("--restore takes its files from the rows it is given: no paths with it")
+        for option in ("overwrite", "min_confidence", "resume", "windows", "own_fields"):
+            if getattr(args, option) not in (None, False):
+                parser.error(f"--{option.replace('_', '-')} does not apply to --restore")
+        if not restore.is_file():
+            parser.error(f"--restore {restore}: no such file")
+    elif not args.paths:
         parser.error("give at least one audio file or folder")
-    if args.top < 1:
-        parser.error("--top must be at least 1")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.max_duration <= 0:
-        parser.error("--max-duration must be positive")
-    if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
-        parser.error("--min-confidence must be between 0 and 1")
+    missing = [path for path in args.paths if "://" not in path and not os.path.lexists(path)]
+    if missing:
+        parser.error("no such file or folder: " + ", ".join(os.path.abspath(path) for path in missing))
     args.format = args.format or ("parquet" if args.ray is not None else "table")
     if args.windows and args.format not in ("json", "jsonl"):
         parser.error("--windows needs --format json or jsonl")
+    if args.output is not None and args.ray is None:
+        _check_output(parser, args.output, args.resume)
     if args.ray is None:
         if args.format == "parquet":
             parser.error("--format parquet needs --ray")
@@ -536,8 +656,17 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--ray needs --output: a new folder or URI for the result files")
     if args.resume:
         parser.error("--resume does not apply to --ray (Ray retries failed tasks itself)")
-    if args.actors is not None and args.actors < 1:
-        parser.error("--actors must be at least 1")
+
+
+def _check_output(parser: argparse.ArgumentParser, output: Path, resume: bool) -> None:
+    """Refuse an ``--output`` that would overwrite or append to a user's audio, or to anything but our rows."""
+    if output.suffix.lower() in SUPPORTED_EXTENSIONS:
+        parser.error(f"--output {output} names an audio file: results are never written into one")
+    if resume and output.is_file():
+        with open(output, "rb") as existing:
+            start = existing.read(1)
+        if start not in (b"", b"{"):
+            parser.error(f"--resume --output {output}: not a GenreWiz --format jsonl file; it was left untouched")
 
 
 def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summary) -> int:
@@ -552,11 +681,18 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
         raise
     tagging = args.command == "tag"
     top = min(args.top, len(classifier.labels))
-    progress = not args.quiet and len(files) > 1 and sys.stderr.isatty()
-    predictions = predict_files(classifier, files, top, min(args.jobs, len(files)), progress, windows=args.windows)
+    kept = {} if not tagging or args.overwrite else _already_tagged(files, args.own_fields)
+    todo = [path for path in files if path not in kept]
+    progress = not args.quiet and len(todo) > 1 and sys.stderr.isatty()
+    # Tagging needs the second genre too: the "Not sure" rule compares the first two.
+    analysed_top = min(max(top, 2), len(classifier.labels)) if tagging else top
+    predictions = predict_files(classifier, todo, analysed_top, max(1, min(args.jobs, len(todo))), progress, windows=args.windows)
     rows: Iterable[Row] = predictions
     if tagging:
-        rows = tag_rows(rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run)
+        tagged = tag_rows(
+            rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run, own_fields=args.own_fields
+        )
+        rows = _in_order(files, kept, tagged, top)
     rows = summary.count(_with_file_stat(rows))
     try:
         layout = TableLayout.for_run(files, classifier.labels, top)
@@ -566,14 +702,20 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
         raise
     finally:
         predictions.close()  # stops the decoding workers when writing ended early
-    if failures:
+    if failures and not args.quiet:
         what = "analysed or tagged" if tagging else "analysed"
         print(f"genrewiz: {failures} of {len(files)} files could not be {what}", file=sys.stderr)
     _report(summary, args)
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def tag_rows(rows: Iterable[Row], overwrite: bool = False, min_confidence: float = 0.0, dry_run: bool = False) -> Iterator[Row]:
+def tag_rows(
+    rows: Iterable[Row],
+    overwrite: bool = False,
+    min_confidence: float | None = None,
+    dry_run: bool = False,
+    own_fields: bool = False,
+) -> Iterator[Row]:
     """Write each analysed file's top genre into its tags (:func:`genrewiz.tags.tag_file`).
 
     A file that cannot be tagged becomes an error row that keeps its genres; the run goes on.
@@ -584,12 +726,86 @@ def tag_rows(rows: Iterable[Row], overwrite: bool = False, min_confidence: float
     for row in rows:
         if row.ok:
             label, confidence = row.top[0]
+            runner_up = row.top[1][1] if len(row.top) > 1 else 0.0
             try:
-                result = tag_file(row.path, label, confidence, overwrite=overwrite, min_confidence=min_confidence, dry_run=dry_run)
+                result = tag_file(
+                    row.path,
+                    label,
+                    confidence,
+                    runner_up=runner_up,
+                    overwrite=overwrite,
+                    min_confidence=min_confidence,
+                    dry_run=dry_run,
+                    own_fields_only=own_fields,
+                )
                 row = replace(row, tag=result)
             except TagError as err:
                 row = replace(row, error=str(err))
         yield row
+
+
+def _already_tagged(files: Sequence[Path], own_fields: bool) -> dict[Path, Row]:
+    """The files that already have a genre, as their ``kept`` rows: they need no decoding at all.
+
+    Reading tags costs a small read per file; a file whose tags cannot be read is left to the
+    analysis and tagging, which report why.
+    """
+    from .tags import TagError, TagResult, existing_genre
+
+    kept: dict[Path, Row] = {}
+    for path in files:
+        with contextlib.suppress(TagError):
+            if (previous := existing_genre(path, own_fields)) is not None:
+                result = TagResult("kept", None, None, previous, "genrewiz" if own_fields else "genre")
+                kept[path] = Row(str(path), [], tag=result)
+    return kept
+
+
+def _in_order(files: Sequence[Path], kept: dict[Path, Row], rows: Iterable[Row], top: int) -> Iterator[Row]:
+    """The rows of every file in ``files``' order: ``kept`` ones where they belong, ``rows`` cut to ``top`` genres."""
+    analysed = iter(rows)
+    for path in files:
+        if path in kept:
+            yield kept[path]
+        else:
+            row = next(analysed)
+            yield replace(row, top=row.top[:top])
+
+
+def _run_restore(args: argparse.Namespace, out: TextIO) -> int:
+    """``tag --restore ROWS``: put back the genres a tagging run replaced, a row per file it had tagged."""
+    from .tags import TagError, restore_file
+
+    plans = _restore_plans(args.restore)
+
+    def rows() -> Iterator[Row]:
+        for path, (written, before, field_name) in plans.items():
+            try:
+                yield Row(path, [], tag=restore_file(path, written, before, field_name, dry_run=args.dry_run))
+            except TagError as err:
+                yield Row(path, [], error=str(err))
+
+    failures = write_rows(_with_file_stat(rows()), out, args.format, 1, tags=True, layout=TableLayout.for_run(plans, [], 1))
+    if failures and not args.quiet:
+        print(f"genrewiz: {failures} of {len(plans)} files could not be restored", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _restore_plans(rows_file: Path) -> dict[str, tuple[str, str | None, str]]:
+    """Per tagged file in ``rows_file`` (JSON Lines): the genre GenreWiz wrote last, the one it first replaced, the field.
+
+    A file tagged by several runs (``--overwrite``) gets back what it had before the first.
+    """
+    plans: dict[str, tuple[str, str | None, str]] = {}
+    with open(rows_file, "rb") as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                row = json.loads(line.decode("utf-8", "surrogateescape"))
+                tag = row["tag"]
+                if row["ok"] and tag["action"] == "tagged":
+                    first = plans.get(row["path"], (None, tag["previous"], None))[1]
+                    plans[row["path"]] = (tag["genre"], first, tag.get("field", "genre"))
+    return plans
 
 
 @dataclass
@@ -599,6 +815,8 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     files: int = 0
     failed: int = 0
+    unanalysed: int = 0
+    """Files ``tag`` kept without analysing them: they already had a genre."""
     skipped: int = 0
     genres: Counter[str] = field(default_factory=Counter)
     tags: Counter[str] = field(default_factory=Counter)
@@ -607,8 +825,10 @@ class Summary:
         """Pass ``rows`` through, counting them."""
         for row in rows:
             self.files += 1
-            if row.ok:
+            if row.ok and row.top:
                 self.genres[row.top[0][0]] += 1
+            elif row.ok:
+                self.unanalysed += 1
             else:
                 self.failed += 1
             if row.tag is not None:
@@ -620,7 +840,8 @@ class Summary:
         elapsed = time.monotonic() - self.started
         lines = [
             f"{_files(self.files)} in {elapsed:.1f} s ({self.files / elapsed:.1f} files/s): "
-            f"{self.files - self.failed} analysed, {self.failed} failed"
+            f"{self.files - self.failed - self.unanalysed} analysed, {self.failed} failed"
+            + (f", {self.unanalysed} kept unanalysed (they had a genre)" if self.unanalysed else "")
         ]
         if self.skipped:
             lines.append(f"{_files(self.skipped)} skipped: already in {output}")
@@ -683,7 +904,11 @@ def _unfinished(files: list[Path], output: Path, tagging: bool) -> tuple[list[Pa
 
 
 def _run_ray(args: argparse.Namespace) -> int:
-    """``predict --ray``: the same rows, computed by Ray Data and written as files under ``--output``."""
+    """``predict --ray``: the same rows, computed by Ray Data and written as files under ``--output``.
+
+    Exit status 0 once every file has its row, error rows included (unlike the plain CLI's 1):
+    a Ray job's status says whether the job ran, and the rows say which files failed.
+    """
     try:
         from . import distributed
     except ImportError as err:
@@ -706,10 +931,12 @@ def _run_ray(args: argparse.Namespace) -> int:
         print(f"genrewiz: {err}", file=sys.stderr)
         return EXIT_USAGE
     summary.files, summary.failed, summary.genres = counts.files, counts.failed, counts.genres
-    if summary.failed:
-        print(f"genrewiz: {summary.failed} of {summary.files} files could not be analysed", file=sys.stderr)
+    if summary.failed and not args.quiet:
+        print(f"genrewiz: {summary.failed} of {summary.files} files could not be analysed (rows with ok=false)", file=sys.stderr)
     _report(summary, args)
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+    # Every file has its row, error rows included: the job did its work, and `ray job submit`
+    # must not mark it FAILED because a library holds a broken file.
+    return EXIT_OK
 
 
 def _open_output(path: Path | None, append: bool = False) -> TextIO:

@@ -12,6 +12,14 @@ The pipeline is Ray's own batch inference, not a home-made scheduler:
 4. the rows (the JSON rows of ``genrewiz predict``: path, ok, duration_s, top, error, size,
    mtime) are written as Parquet or JSON Lines files under a new folder or URI.
 
+A new local instance (no ``--ray ADDRESS``, no ``$RAY_ADDRESS``, no cluster started here by
+``ray start``) runs no dashboard and requires a token that lives only in this process's
+environment and its Ray workers': nothing else on the network can submit work to it, and no
+``~/.ray/auth_token`` is left behind to break later connections to a cluster that runs without
+tokens. Ray's own gRPC servers still listen on every interface: Ray 2.60 has no setting for
+that (it turns a ``127.0.0.1`` node address into the machine's own), which is what the token
+is for.
+
 Imported only for ``--ray``: the app and the plain CLI never need Ray (``pip install genrewiz[ray]``).
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections import Counter
@@ -34,10 +43,11 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy
+from ray.exceptions import AuthenticationError
 from threadpoolctl import threadpool_limits
 
 from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
-from .cli import Row, find_audio_files
+from .cli import Row, find_audio_files, unreadable_reason
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, analyse
 
@@ -67,7 +77,14 @@ _ANALYSIS_SCHEMA = pa.schema(
 )
 """Between the decoding tasks and the model actors: the log-mel as raw float32 bytes."""
 DECODE_CPUS = 0.5
-"""CPU share of one decoding task (a model actor takes 1: one torch thread)."""
+"""CPU share of one decoding task (a model actor takes 1: one torch thread). The actors together
+always leave at least this much of the cluster free, or decoding could never start."""
+AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+"""Ray's token-authentication settings; a user who sets any of them decides for every connection."""
+_AUTH_HINT = (
+    "if the cluster runs without token authentication, set RAY_AUTH_MODE=disabled; if it runs with it, "
+    "RAY_AUTH_TOKEN (or the file ~/.ray/auth_token) must hold the cluster's token"
+)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx")
 """What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``
 (``model.onnx`` where the checkpoint has one, so that actors serve with ONNX Runtime too)."""
@@ -121,22 +138,29 @@ def predict_dataset(
 
     The checkpoint (``model``, resolved as everywhere in GenreWiz) is loaded once on the driver,
     which checks it and logs which weights are in use; its files are what the actors load.
-    ``actors`` fixes the number of model replicas; by default the pool grows from 1 to the
-    cluster's CPUs as the queue of decoded songs asks for it. Write the result with
+    ``actors`` fixes the number of model replicas; by default the pool grows from 1 to
+    :func:`max_actors` as the queue of decoded songs asks for it. Write the result with
     ``.write_parquet(...)``, iterate it, or hand it to more Ray Data steps.
 
     Raises:
-        ValueError: no audio file was found.
+        ValueError: no audio file was found, or ``actors`` would leave no CPU for decoding.
         OSError, RuntimeError: the model cannot be loaded.
     """
     files = list_inputs(paths_or_uris)
     if not files:
         raise ValueError("no audio files found in " + ", ".join(paths_or_uris))
+    most = max_actors()
+    if actors is not None and actors > most:
+        raise ValueError(
+            f"--actors {actors} would hold every CPU of this Ray cluster ({_cluster_cpus():g}), leaving none to decode "
+            f"the files: use at most {most}"
+        )
     classifier = GenreClassifier.from_pretrained(model, max_duration=max_duration)
-    dataset = ray.data.from_items([{"path": path} for path in files], override_num_blocks=-(-len(files) // files_per_task))
+    items = [_item(path) for path in files]
+    dataset = ray.data.from_items(items, override_num_blocks=-(-len(files) // files_per_task))
     folder = classifier.source.directory
     checkpoint = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES if (folder / name).is_file()}
-    pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=_cluster_cpus())
+    pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=most)
     # Different CPU shares keep Ray from fusing decoding into the actors, where it would run
     # one file at a time per model; two decoding tasks per core keep a core busy while a
     # file is read, as the CLI's worker processes do.
@@ -185,7 +209,7 @@ def predict_to(
             logging.getLogger(name).setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet)
+        connect(address, quiet=quiet)
     dataset = predict_dataset(paths_or_uris, model, top=top, max_duration=max_duration, actors=actors)
     if fmt == "parquet":
         dataset.write_parquet(out_path, filesystem=out_fs)
@@ -194,22 +218,97 @@ def predict_to(
     return _count(out_fs, out_path, fmt)
 
 
-def _cluster_cpus() -> int:
-    """CPUs Ray can schedule on (at least 1)."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def connect(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` (else ``$RAY_ADDRESS``, else one started here by ``ray start``), or start a local one.
+
+    A local instance is started as the module docstring says: no dashboard, a token of its own
+    (unless the user set Ray's ``RAY_AUTH_*`` variables).
+
+    Raises:
+        RuntimeError: the cluster cannot be reached or refused us, with what to check.
+    """
+    settings = {"logging_level": logging.ERROR if quiet else logging.INFO, "log_to_driver": not quiet}
+    target = address or os.environ.get("RAY_ADDRESS") or ("auto" if _started_here() else "local")
+    if target != "local":
+        try:
+            ray.init(address=target, **settings)
+        except (ConnectionError, AuthenticationError, RuntimeError) as err:
+            raise RuntimeError(f"cannot connect to the Ray cluster at {target}: {_first_line(err)} ({_AUTH_HINT})") from err
+        return
+    if not any(name in os.environ for name in AUTH_VARIABLES):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        from ray._raylet import Config
+
+        Config.initialize("")  # this process read Ray's settings at import: re-read them, as Ray does when it turns tokens on
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **settings)
+
+
+def _started_here() -> bool:
+    """Whether ``ray start`` left the address of a running cluster on this machine (Ray's own bookkeeping)."""
+    from ray._private.utils import read_ray_address  # what ray.init(address=None) itself consults
+
+    return bool(read_ray_address()) and bool(ray._private.services.find_gcs_addresses())
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _cluster_cpus() -> float:
+    """CPUs Ray can schedule on."""
+    return float(ray.cluster_resources().get("CPU", 1))
+
+
+def max_actors() -> int:
+    """Model replicas the cluster can hold while :data:`DECODE_CPUS` stays free for decoding (at least 1).
+
+    Raises:
+        ValueError: the cluster has too few CPUs for one actor and one decoding task.
+    """
+    cpus = _cluster_cpus()
+    if cpus < 1 + DECODE_CPUS:
+        raise ValueError(f"this Ray cluster has {cpus:g} CPU; GenreWiz needs {1 + DECODE_CPUS:g} (one model, one decoding task)")
+    return int(cpus - DECODE_CPUS)
+
+
+def _item(path: str) -> dict[str, str | None]:
+    """The dataset row of one input: its path, as Arrow can hold it, and why it cannot be read, if so.
+
+    Arrow strings are UTF-8, so a file name that is not (a Latin-1 ``caf\\xe9.wav``) is shown
+    with its odd bytes escaped and becomes an error row instead of failing the whole job.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return {"path": shown, "name_error": f"{PurePosixPath(shown).name}: the file name is not valid UTF-8, which Ray Data "
+                "cannot carry: rename it, or analyse it with genrewiz predict without --ray"}
+    return {"path": path, "name_error": None}
 
 
 def _analyse_batch(batch: pa.Table, config: FeatureConfig, max_duration: float) -> pa.Table:
     """Ray task: decode and compute the log-mel of each file in ``batch``, or its error (one BLAS thread, as the CLI's workers)."""
+    paths, name_errors = batch.column("path").to_pylist(), batch.column("name_error").to_pylist()
     with threadpool_limits(1):
-        rows = [_analyse_one(path, config, max_duration) for path in batch.column("path").to_pylist()]
+        rows = [
+            _analyse_one(path, config, max_duration) if error is None else _error_row(path, error)
+            for path, error in zip(paths, name_errors, strict=True)
+        ]
     return pa.Table.from_pylist(rows, schema=_ANALYSIS_SCHEMA)
+
+
+def _error_row(path: str, error: str | None) -> dict:
+    """An :data:`_ANALYSIS_SCHEMA` row with nothing analysed (yet), for ``path``."""
+    return {"path": path, "mel": None, "frames": None, "duration": None, "source_duration": None, "error": error, "size": None, "mtime": None}
 
 
 def _analyse_one(path: str, config: FeatureConfig, max_duration: float) -> dict:
     """One file's :data:`_ANALYSIS_SCHEMA` row; a URI is copied to a local temporary file first."""
-    row: dict = {"path": path, "mel": None, "frames": None, "duration": None, "source_duration": None, "error": None}
-    row.update(size=None, mtime=None)
+    row = _error_row(path, None)
+    if "://" not in path and (reason := unreadable_reason(path)) is not None:
+        row["error"] = reason
+        return row
     try:
         if "://" in path:
             row["size"], row["mtime"], analysis = _analyse_uri(path, config, max_duration)

@@ -1,37 +1,65 @@
-"""Write GenreWiz's answer into an audio file's own tags, with mutagen.
+"""Write GenreWiz's answer into an audio file's own tags, with mutagen, without ever risking the audio.
 
 The top genre goes into the field players read (ID3 ``TCON`` for MP3, WAV and AIFF; the Vorbis
 comment ``GENRE`` for FLAC, Ogg Vorbis and Opus; ``©gen`` for MP4/M4A) and the confidence into
 a GenreWiz field of the same tag (``TXXX:GENREWIZ_CONFIDENCE``, ``GENREWIZ_CONFIDENCE``,
 ``----:com.genrewiz:confidence``), so a later run or another tool can tell where it came from.
+With ``own_fields_only`` the genre goes into GenreWiz's own genre field instead
+(``TXXX:GENREWIZ_GENRE``, ``GENREWIZ_GENRE``, ``----:com.genrewiz:genre``) and the standard
+field is never touched.
 
-Safe by default: a genre the file already has is kept unless ``overwrite``, an answer under
-``min_confidence`` is not written, ``dry_run`` writes nothing, and mutagen rewrites only the
-tag blocks, never the audio stream. Imported by ``genrewiz tag`` only, so ``predict`` and the
-app never need mutagen.
+A file is never edited in place, because mutagen rewrites tags in place and a kill in the
+middle of that leaves a file that no longer decodes: the tags are written into a copy in the
+same folder, the copy must decode to exactly the samples of the original, it is flushed to
+disk, and only then renamed over the original (one atomic step). A kill at any moment leaves
+either the old file or the new one, plus at worst a hidden ``*.genrewiz-tmp`` copy that no
+folder scan picks up. Containers whose own sizes do not add up (a truncated WAV, a streamed
+one with 0xFFFFFFFF sizes) are refused before anything is written, and so are symbolic links
+(renaming would replace the link, not tag its target).
+
+Imported by ``genrewiz tag`` only, so ``predict`` and the app never need mutagen.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
+import av
 import mutagen
+import soundfile as sf
 from mutagen.id3 import ID3, TCON, TXXX
 from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 from mutagen._vorbis import VCommentDict  # FLAC's, Ogg Vorbis's and Opus's tag type (mutagen is pinned)
 
+from .audio import FFMPEG_EXTENSIONS, _quiet_decoder  # the decoder keeps libmpg123's notes off the terminal
+from .verdict import doubt_reason, is_unsure
+
 CONFIDENCE_FIELD = "GENREWIZ_CONFIDENCE"
 """The confidence's field name in ID3 (a ``TXXX`` description) and Vorbis comments."""
+GENRE_FIELD = "GENREWIZ_GENRE"
+"""GenreWiz's own genre field (``own_fields_only``), named like :data:`CONFIDENCE_FIELD`."""
 MP4_CONFIDENCE_FIELD = "----:com.genrewiz:confidence"
 """The confidence's freeform atom in MP4 tags (reverse-DNS, as iTunes-style tools expect)."""
+MP4_GENRE_FIELD = "----:com.genrewiz:genre"
+TEMP_SUFFIX = ".genrewiz-tmp"
+"""Ends the name of the copy being tagged: no audio extension, so no folder scan reads it."""
 _MP4_GENRE, _MP4_GENRE_ID = "\xa9gen", "gnre"
 _DISPLAY_NAMES = {"hiphop": "Hip-Hop"}
 """Model labels whose usual tag spelling is not just the capitalised label (ID3v1 genre names)."""
+_STREAMED_SIZE = 0xFFFFFFFF
 
-Action = Literal["tagged", "would tag", "kept", "uncertain"]
+Action = Literal["tagged", "would tag", "kept", "uncertain", "restored", "would restore"]
+Field = Literal["genre", "genrewiz"]
+"""Where the genre goes: the standard genre field, or GenreWiz's own (``own_fields_only``)."""
 
 
 class TagError(Exception):
@@ -43,28 +71,37 @@ class TagResult:
     """What tagging did (or, in a dry run, would do) to one file.
 
     ``action`` is ``tagged`` / ``would tag`` (the genre was / would be written), ``kept`` (the
-    file has a genre of its own and ``overwrite`` is off) or ``uncertain`` (the confidence is
-    under the threshold, nothing written). ``previous`` is the genre tag the file had.
+    file has a genre of its own and ``overwrite`` is off; ``genre`` is ``None`` when the file
+    was kept without being analysed), ``uncertain`` (not sure enough, nothing written: ``note``
+    says why) or ``restored`` / ``would restore`` (``--restore`` put ``previous`` back).
+    ``previous`` is the genre the file had in ``field``.
     """
 
     action: Action
-    genre: str
-    confidence: float
+    genre: str | None
+    confidence: float | None
     previous: str | None
+    field: Field = "genre"
+    note: str | None = None
 
     def describe(self) -> str:
         """One short human line, e.g. ``tagged Rock (was 'Pop')``."""
         was = f" (was {self.previous!r})" if self.previous else ""
         if self.action == "kept":
+            if self.genre is None:
+                return f"kept {self.previous!r} (not analysed; --overwrite replaces it)"
             if (self.previous or "").casefold() == self.genre.casefold():
                 return f"kept {self.previous!r} (already the genre)"
             return f"kept {self.previous!r} (--overwrite replaces it with {self.genre})"
         if self.action == "uncertain":
-            return f"not tagged: {self.genre} at {self.confidence:.0%} is under --min-confidence"
+            return f"not tagged: {self.note}"
+        if self.action in ("restored", "would restore"):
+            return f"{self.action} {self.previous!r}" if self.previous else f"{self.action}: genre removed (it had none)"
         return f"{self.action} {self.genre}{was}"
 
     def to_json(self) -> dict:
-        return {"action": self.action, "genre": self.genre, "confidence": round(self.confidence, 4), "previous": self.previous}
+        confidence = None if self.confidence is None else round(self.confidence, 4)
+        return {"action": self.action, "genre": self.genre, "confidence": confidence, "previous": self.previous, "field": self.field}
 
 
 def genre_tag(label: str) -> str:
@@ -72,85 +109,302 @@ def genre_tag(label: str) -> str:
     return _DISPLAY_NAMES.get(label, label[:1].upper() + label[1:])
 
 
+def existing_genre(path: str | os.PathLike[str], own_fields_only: bool = False) -> str | None:
+    """The genre ``path`` already has in the field GenreWiz would write (cheap: tags only, no decoding).
+
+    Raises:
+        TagError: the file's tags cannot be read.
+    """
+    path = Path(path)
+    return _genre_of(_open(path, path).tags, "genrewiz" if own_fields_only else "genre")
+
+
 def tag_file(
     path: str | os.PathLike[str],
     label: str,
     confidence: float,
     *,
+    runner_up: float = 0.0,
     overwrite: bool = False,
-    min_confidence: float = 0.0,
+    min_confidence: float | None = None,
     dry_run: bool = False,
+    own_fields_only: bool = False,
 ) -> TagResult:
-    """Write ``label`` (as :func:`genre_tag` spells it) and ``confidence`` into ``path``'s tags.
+    """Write ``label`` (as :func:`genre_tag` spells it) and ``confidence`` into ``path``'s tags, safely.
+
+    Sure enough means: at least ``min_confidence`` when given, else what the app calls sure
+    (:func:`genrewiz.verdict.is_unsure` on ``confidence`` and the second genre's ``runner_up``).
 
     Raises:
-        TagError: the file cannot be read, its format cannot hold tags, or saving failed.
+        TagError: the file cannot be read, its format cannot hold tags, its container is
+            inconsistent, or saving failed; the file is then left exactly as it was.
     """
     path = Path(path)
-    audio = _open(path)
-    previous = _genre_of(audio.tags)
+    field: Field = "genrewiz" if own_fields_only else "genre"
+    _check_taggable(path)
+    audio = _open(path, path)
+    previous = _genre_of(audio.tags, field)
     genre = genre_tag(label)
     if previous and not overwrite:
-        return TagResult("kept", genre, confidence, previous)
-    if confidence < min_confidence:
-        return TagResult("uncertain", genre, confidence, previous)
+        return TagResult("kept", genre, confidence, previous, field)
+    if min_confidence is not None and confidence < min_confidence:
+        note = f"{genre} at {confidence:.0%} is under --min-confidence {min_confidence:g}"
+        return TagResult("uncertain", genre, confidence, previous, field, note)
+    if min_confidence is None and is_unsure([(label, confidence), ("", runner_up)]):
+        note = f"not sure ({doubt_reason([(label, confidence), ('', runner_up)])}); --min-confidence P tags it anyway"
+        return TagResult("uncertain", genre, confidence, previous, field, note)
     if dry_run:
-        return TagResult("would tag", genre, confidence, previous)
-    _set(audio.tags, genre, f"{confidence:.4f}")
+        return TagResult("would tag", genre, confidence, previous, field)
+    _save_safely(path, lambda tags: _set(tags, field, genre, f"{confidence:.4f}"))
+    return TagResult("tagged", genre, confidence, previous, field)
+
+
+def restore_file(
+    path: str | os.PathLike[str], written: str, previous: str | None, field: Field = "genre", dry_run: bool = False
+) -> TagResult:
+    """Undo :func:`tag_file`: put ``previous`` back (or remove the genre it added) and drop GenreWiz's fields.
+
+    Only while the file still holds the genre GenreWiz ``written`` there: a genre changed since
+    (by the user, another tool) is the user's and stays.
+
+    Raises:
+        TagError: the file cannot be read or saved, or its genre is no longer ``written``.
+    """
+    path = Path(path)
+    _check_taggable(path)
+    current = _genre_of(_open(path, path).tags, field)
+    if (current or "").casefold() != written.casefold():
+        raise TagError(f"{path.name}: its genre is now {current!r}, not the {written!r} GenreWiz wrote: left as it is")
+    if dry_run:
+        return TagResult("would restore", written, None, previous, field)
+    _save_safely(path, lambda tags: _unset(tags, field, previous))
+    return TagResult("restored", written, None, previous, field)
+
+
+def _check_taggable(path: Path) -> None:
+    """Refuse what must not be tagged by copy-and-rename: symbolic links and inconsistent containers."""
+    if path.is_symlink():
+        raise TagError(f"{path.name}: a symbolic link: not followed (tag the file it points to, in its own folder)")
     try:
-        if isinstance(audio.tags, ID3):  # keep the file's ID3 version: v2.3-only players exist
+        with open(path, "rb") as file:
+            head = file.read(12)
+            size = os.fstat(file.fileno()).st_size
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                _check_iff(file, path.name, size, "<I", b"data", "WAV")
+            elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                _check_iff(file, path.name, size, ">I", b"SSND", "AIFF")
+    except OSError as err:
+        raise TagError(f"{path.name}: cannot read: {_reason(err)}") from err
+
+
+def _check_iff(file: BinaryIO, name: str, size: int, fmt: str, audio_chunk: bytes, kind: str) -> None:
+    """A RIFF (WAV) or IFF (AIFF) file whose header and chunk sizes add up to the file's size.
+
+    A truncated recording (sizes larger than the file), one with bytes after its declared end,
+    or a streamed one (sizes 0xFFFFFFFF, what ``ffmpeg ... -f wav -`` writes) would have tags
+    written where a player reads audio, so it is refused with the reason.
+    """
+    file.seek(4)
+    (declared,) = struct.unpack(fmt, file.read(4))
+    if declared == _STREAMED_SIZE:
+        raise TagError(f"{name}: not tagged: a streamed {kind} (its header gives no sizes); re-save it with a complete header first")
+    if declared + 8 != size:
+        raise TagError(
+            f"{name}: not tagged: the {kind} header's sizes do not match the file "
+            f"({declared + 8:,} bytes declared, {size:,} on disk: a truncated or damaged recording)"
+        )
+    offset = 12
+    while offset + 8 <= size:
+        file.seek(offset)
+        chunk_id, (chunk,) = file.read(4), struct.unpack(fmt, file.read(4))
+        if chunk == _STREAMED_SIZE and chunk_id == audio_chunk:
+            raise TagError(f"{name}: not tagged: a streamed {kind} (its audio chunk gives no size); re-save it first")
+        if offset + 8 + chunk > size:
+            raise TagError(f"{name}: not tagged: the {kind} chunk {chunk_id.decode('latin-1')!r} runs past the end of the file")
+        offset += 8 + chunk + (chunk & 1)
+
+
+def _save_safely(path: Path, edit: Callable[[ID3 | VCommentDict | MP4Tags], None]) -> None:
+    """Apply ``edit`` to a copy of ``path``'s tags, verify the copy's audio, and rename it over ``path``.
+
+    The copy keeps the original's permission bits and owner (a file whose owner cannot be kept
+    is refused); its modification time is the time of tagging, since its content changed and
+    backup and sync tools must see that. A hard link to the original keeps the untagged file.
+    """
+    before = os.stat(path)
+    reference = _audio_digest(path, path)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as copy, open(path, "rb") as original:
+            shutil.copyfileobj(original, copy, 1 << 20)
+        audio = _open(temp, path)
+        edit(audio.tags)
+        _save(audio, path)
+        if _audio_digest(temp, path) != reference:
+            raise TagError(f"{path.name}: not tagged: with new tags the file would not decode to the same audio; it was left as it was")
+        os.chmod(temp, before.st_mode & 0o7777)
+        if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(temp, before.st_uid, before.st_gid)
+            except PermissionError as err:
+                raise TagError(f"{path.name}: not tagged: the tagged copy could not keep the file's owner") from err
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
+            raise TagError(f"{path.name}: not tagged: the file changed while it was being tagged")
+        os.replace(temp, path)
+    except OSError as err:
+        raise TagError(f"{path.name}: cannot write tags: {_reason(err)}") from err
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    _fsync_folder(path.parent)
+
+
+def _save(audio: mutagen.FileType, path: Path) -> None:
+    """``audio.save()`` keeping an ID3 tag's version (v2.3-only players exist)."""
+    try:
+        if isinstance(audio.tags, ID3):
             audio.save(v2_version=3 if audio.tags.version[1] == 3 else 4)
         else:
             audio.save()
-    except (mutagen.MutagenError, OSError) as err:
+    except OSError:
+        raise
+    except Exception as err:  # mutagen raises assorted errors (struct.error, ...) on odd files
         raise TagError(f"{path.name}: cannot write tags: {_reason(err)}") from err
-    return TagResult("tagged", genre, confidence, previous)
 
 
-def _open(path: Path) -> mutagen.FileType:
-    """The file opened by mutagen with a tag block to edit (an empty one added if it has none)."""
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a crash right after it must not bring the old name back)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _audio_digest(path: Path, original: Path) -> tuple[int, int, int, str]:
+    """(rate, channels, frames, SHA-256 of every decoded sample) of ``path``, decoded as ``original``'s format is.
+
+    Raises:
+        TagError: the audio does not decode, so there is nothing to check a copy against.
+    """
+    digest, frames = hashlib.sha256(), 0
     try:
-        audio = mutagen.File(path)
-    except (mutagen.MutagenError, OSError) as err:
-        raise TagError(f"{path.name}: cannot read tags: {_reason(err)}") from err
+        with _quiet_decoder():
+            if original.suffix.lower() in FFMPEG_EXTENSIONS:
+                with open(path, "rb") as raw, av.open(raw, mode="r") as container:
+                    stream = container.streams.audio[0]
+                    rate, channels = stream.rate, stream.channels
+                    for frame in container.decode(stream):
+                        data = frame.to_ndarray()
+                        digest.update(data.tobytes())
+                        frames += frame.samples
+            else:
+                with sf.SoundFile(os.fsencode(path)) as file:
+                    rate, channels = file.samplerate, file.channels
+                    for block in file.blocks(1 << 16, dtype="float32"):
+                        digest.update(block.tobytes())
+                        frames += len(block)
+    except (sf.SoundFileError, av.FFmpegError, OSError, RuntimeError, IndexError, EOFError) as err:
+        raise TagError(f"{original.name}: not tagged: its audio could not be decoded to check the tagged copy ({_reason(err)})") from err
+    return rate, channels, frames, digest.hexdigest()
+
+
+def _open(path: Path, original: Path) -> mutagen.FileType:
+    """``path`` opened by mutagen as ``original``'s type, with a tag block to edit (an empty one added if it has none)."""
+    try:
+        if path == original:
+            audio = mutagen.File(path)
+        else:
+            audio = type(mutagen.File(original))(path)
+    except OSError as err:
+        raise TagError(f"{original.name}: cannot read tags: {_reason(err)}") from err
+    except Exception as err:  # mutagen raises assorted errors (struct.error, ...) on odd files
+        raise TagError(f"{original.name}: cannot read tags: {_reason(err)}") from err
     if audio is None:
-        raise TagError(f"{path.name}: cannot tag this format ({path.suffix or 'no extension'}): mutagen does not support it")
+        ext = original.suffix or "no extension"
+        raise TagError(f"{original.name}: cannot tag this format ({ext}): mutagen does not support it")
     if audio.tags is None:
         try:
             audio.add_tags()
         except mutagen.MutagenError as err:
-            raise TagError(f"{path.name}: cannot add tags: {_reason(err)}") from err
+            raise TagError(f"{original.name}: cannot add tags: {_reason(err)}") from err
     if not isinstance(audio.tags, (ID3, VCommentDict, MP4Tags)):
-        raise TagError(f"{path.name}: cannot tag {type(audio).__name__} files (GenreWiz writes ID3, Vorbis comments and MP4)")
+        raise TagError(f"{original.name}: cannot tag {type(audio).__name__} files (GenreWiz writes ID3, Vorbis comments and MP4)")
+    if isinstance(audio.tags, ID3) and audio.tags.version[:2] == (2, 2):
+        raise TagError(
+            f"{original.name}: not tagged: its tag is ID3v2.2, which mutagen can only rewrite as v2.3 or v2.4, "
+            "and GenreWiz keeps a file's tag version"
+        )
     return audio
 
 
-def _genre_of(tags: ID3 | VCommentDict | MP4Tags) -> str | None:
-    """The first non-empty genre in ``tags``; ID3 numeric genres such as ``(17)`` read as names."""
+def _genre_of(tags: ID3 | VCommentDict | MP4Tags, field: Field) -> str | None:
+    """The first non-empty genre in ``field``; ID3 numeric genres such as ``(17)`` read as names."""
     if isinstance(tags, ID3):
-        values = [genre for frame in tags.getall("TCON") for genre in frame.genres]
+        if field == "genrewiz":
+            values = [str(t) for frame in tags.getall(f"TXXX:{GENRE_FIELD}") for t in frame.text]
+        else:
+            values = [genre for frame in tags.getall("TCON") for genre in frame.genres]
     elif isinstance(tags, MP4Tags):
-        values = list(tags.get(_MP4_GENRE, [])) or [str(g) for g in tags.get(_MP4_GENRE_ID, [])]
+        if field == "genrewiz":
+            values = [bytes(v).decode("utf-8", "replace") for v in tags.get(MP4_GENRE_FIELD, [])]
+        else:
+            values = list(tags.get(_MP4_GENRE, [])) or [str(g) for g in tags.get(_MP4_GENRE_ID, [])]
     else:
-        values = list(tags.get("GENRE", []))
+        values = list(tags.get(GENRE_FIELD if field == "genrewiz" else "GENRE", []))
     return next((v.strip() for v in values if v.strip()), None)
 
 
-def _set(tags: ID3 | VCommentDict | MP4Tags, genre: str, confidence: str) -> None:
-    """Replace the genre (every value of it) and GenreWiz's confidence field in ``tags``."""
+def _set(tags: ID3 | VCommentDict | MP4Tags, field: Field, genre: str, confidence: str) -> None:
+    """Replace the genre in ``field`` (every value of it) and GenreWiz's confidence field in ``tags``."""
     if isinstance(tags, ID3):
-        tags.setall("TCON", [TCON(encoding=3, text=[genre])])
+        if field == "genrewiz":
+            tags.setall(f"TXXX:{GENRE_FIELD}", [TXXX(encoding=3, desc=GENRE_FIELD, text=[genre])])
+        else:
+            tags.setall("TCON", [TCON(encoding=3, text=[genre])])
         tags.setall(f"TXXX:{CONFIDENCE_FIELD}", [TXXX(encoding=3, desc=CONFIDENCE_FIELD, text=[confidence])])
     elif isinstance(tags, MP4Tags):
-        tags.pop(_MP4_GENRE_ID, None)
-        tags[_MP4_GENRE] = [genre]
+        if field == "genrewiz":
+            tags[MP4_GENRE_FIELD] = [MP4FreeForm(genre.encode("utf-8"), dataformat=AtomDataType.UTF8)]
+        else:
+            tags.pop(_MP4_GENRE_ID, None)
+            tags[_MP4_GENRE] = [genre]
         tags[MP4_CONFIDENCE_FIELD] = [MP4FreeForm(confidence.encode("utf-8"), dataformat=AtomDataType.UTF8)]
     else:
-        tags["GENRE"] = [genre]
+        tags[GENRE_FIELD if field == "genrewiz" else "GENRE"] = [genre]
         tags[CONFIDENCE_FIELD] = [confidence]
 
 
-def _reason(err: Exception) -> str:
+def _unset(tags: ID3 | VCommentDict | MP4Tags, field: Field, previous: str | None) -> None:
+    """Put ``previous`` back into ``field`` (remove the field when it is ``None``) and drop GenreWiz's fields."""
+    if isinstance(tags, ID3):
+        tags.delall(f"TXXX:{CONFIDENCE_FIELD}")
+        tags.delall(f"TXXX:{GENRE_FIELD}" if field == "genrewiz" else "TCON")
+        if previous is not None and field == "genre":
+            tags.add(TCON(encoding=3, text=[previous]))
+        elif previous is not None:
+            tags.add(TXXX(encoding=3, desc=GENRE_FIELD, text=[previous]))
+    elif isinstance(tags, MP4Tags):
+        tags.pop(MP4_CONFIDENCE_FIELD, None)
+        key = MP4_GENRE_FIELD if field == "genrewiz" else _MP4_GENRE
+        tags.pop(key, None)
+        if previous is not None:
+            tags[key] = [MP4FreeForm(previous.encode("utf-8"), dataformat=AtomDataType.UTF8)] if field == "genrewiz" else [previous]
+    else:
+        key = GENRE_FIELD if field == "genrewiz" else "GENRE"
+        for name in (CONFIDENCE_FIELD, key):
+            if name in tags:
+                del tags[name]
+        if previous is not None:
+            tags[key] = [previous]
+
+
+def _reason(err: BaseException) -> str:
     """The useful part of a mutagen or OS error (mutagen wraps OSError in its own type)."""
     cause = err.__context__ if isinstance(err, mutagen.MutagenError) and isinstance(err.__context__, OSError) else err
     if isinstance(cause, OSError) and cause.strerror:

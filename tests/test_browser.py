@@ -58,11 +58,10 @@ LAYOUT_JS = """() => {
     const b = e.getBoundingClientRect(); return {x: b.x, y: b.y, w: b.width, h: b.height, right: b.right, bottom: b.bottom}; };
   const label = (sel) => { const e = document.querySelector(sel + ' [data-testid="block-label"]');
     return e ? {scroll: e.scrollWidth, client: e.clientWidth, bottom: e.getBoundingClientRect().bottom} : null; };
-  const strip = document.querySelector('#spectrogram button');
   return {spectrogram: box('#spectrogram img'), timeline: box('#timeline img'), spectrogramBlock: box('#spectrogram'),
           song: label('#song'), spectrogramLabel: label('#spectrogram'), timelineLabel: label('#timeline'),
-          verdict: box('#verdict'), strip: strip ? {scroll: strip.scrollWidth, client: strip.clientWidth} : null,
-          viewport: {w: window.innerWidth, h: window.innerHeight}};
+          verdict: box('#verdict'), examples: box('#examples'), genres: box('#genres'),
+          viewport: {w: window.innerWidth, h: window.innerHeight}, pageWidth: document.documentElement.scrollWidth};
 }"""
 """Where the page put the figures, the audio label and the verdict, in CSS pixels."""
 
@@ -78,15 +77,18 @@ def check_desktop_layout(layout: dict) -> None:
 
 
 def check_phone_layout(layout: dict) -> None:
-    """390x844: the figures keep a readable width in a strip that scrolls from their left edge; nothing is cut off."""
-    block = layout["spectrogramBlock"]
+    """390x844: one column in reading order, the figures fitted to the screen: nothing cut off, nothing to scroll sideways."""
+    width = layout["viewport"]["w"]
     for figure in (layout["spectrogram"], layout["timeline"]):
-        assert figure["w"] >= 700, layout  # ~0.7 of its drawn size, as on a desktop, not a third of it
-        assert figure["x"] >= block["x"] - 1, "the start of the figure is out of reach"
-    assert layout["strip"]["scroll"] > layout["strip"]["client"], "the figure does not scroll sideways"
+        assert figure["x"] >= 0 and figure["right"] <= width + 1, layout  # title, axes, colour bar and legend in view
+        assert figure["w"] >= 0.8 * width, layout  # as wide as the screen allows, not a thumbnail
+    assert layout["pageWidth"] <= width, "the page scrolls sideways"
     assert layout["song"]["scroll"] <= layout["song"]["client"], "the audio label is cut off"
     assert layout["spectrogramLabel"]["bottom"] <= layout["spectrogram"]["y"] + 1, "the panel label covers the figure"
-    assert layout["verdict"]["w"] <= layout["viewport"]["w"], layout
+    assert layout["verdict"]["w"] <= width, layout
+    # reading order: the verdict and genres, then the figures, and only then the examples
+    assert layout["verdict"]["bottom"] <= layout["genres"]["y"] + 1 <= layout["spectrogram"]["y"] + 1, layout
+    assert layout["timeline"]["bottom"] <= layout["examples"]["y"] + 1, layout
 
 
 def test_upload_record_examples_in_chromium(tmp_path):
@@ -118,11 +120,13 @@ def test_upload_record_examples_in_chromium(tmp_path):
         try:
             page = browser.new_page()
             page.goto(url)
-            expect(page.locator("#model-note")).to_contain_text("GenreWiz is a neural network")
-            expect(page.locator("#model-note")).to_contain_text("Weights: local checkpoint")
+            expect(page.locator("#model-note")).to_have_text(app.trust_sentence(classifier.source.metrics()))
+            expect(page.locator("#about-text")).to_be_hidden()  # the details wait behind the accordion
+            page.locator("#about").get_by_text("About the model").click()
+            expect(page.locator("#about-text")).to_contain_text("Weights: local checkpoint")
 
             # Upload a clip: a verdict in words, its top genre, spectrogram and details appear.
-            page.locator('input[data-testid="file-upload"]').set_input_files(upload)
+            page.locator('#song input[data-testid="file-upload"]').set_input_files(upload)
             expect(page.locator("#details")).to_contain_text(Path(upload).name)
             expect(page.locator("#verdict h3")).to_have_text(verdicts)
             assert page.locator("#verdict h3").inner_text() == app.verdict_text(classifier.predict(upload))
@@ -132,12 +136,24 @@ def test_upload_record_examples_in_chromium(tmp_path):
             expect(page.locator("#spectrogram img")).to_be_visible()
             page.screenshot(path=tmp_path / "genrewiz-upload.png", full_page=True)
 
+            # "This answer is wrong": the right genre goes to the maintainer's CSV.
+            page.locator("#flag").get_by_text("Is this answer wrong?").click()
+            page.locator("#right-genre input").click()
+            page.get_by_role("option", name="jazz", exact=True).click()
+            page.locator("#flag-button").click()
+            expect(page.locator("#flag-status")).to_contain_text("Thanks: saved")
+            flagged = (tmp_path / "examples-cache-flagged" / "dataset1.csv").read_text(encoding="utf-8")
+            assert Path(upload).name in flagged and ",jazz," in flagged
+            page.locator("#flag-button").click()  # one analysis, one report
+            expect(page.locator("#flag-status")).to_contain_text("Analyse a song first")
+
             # A cached example shows at once, with its genre timeline, both figures one above the other.
             page.get_by_text(Path(long_example).name, exact=True).first.click()
             expect(page.locator("#details")).to_contain_text(Path(long_example).name)
             expect(page.locator("#timeline img")).to_be_visible()
             page.wait_for_timeout(500)
             check_desktop_layout(page.evaluate(LAYOUT_JS))
+            expect(page.locator("#flag-status")).not_to_contain_text("Thanks")  # the old result's report is gone with it
             page.screenshot(path=tmp_path / "genrewiz-desktop.png")
 
             # The same page on a phone.
@@ -149,7 +165,7 @@ def test_upload_record_examples_in_chromium(tmp_path):
             # Bad input: the message stays where the result would be (no pop-up that fades), until the next input.
             page = browser.new_page()
             page.goto(url)
-            page.locator('input[data-testid="file-upload"]').set_input_files(not_audio)
+            page.locator('#song input[data-testid="file-upload"]').set_input_files(not_audio)
             expect(page.locator("#verdict")).to_contain_text("Can't analyse this audio")
             expect(page.locator("#verdict")).to_contain_text("not_audio.wav: not a readable audio file")
             page.wait_for_timeout(12_000)  # longer than Gradio's pop-ups last
@@ -159,7 +175,7 @@ def test_upload_record_examples_in_chromium(tmp_path):
             page.screenshot(path=tmp_path / "genrewiz-error.png")
             page.locator("#song").get_by_role("button", name="Clear").click()
             expect(page.locator("#verdict")).not_to_contain_text("Can't analyse this audio")
-            page.locator('input[data-testid="file-upload"]').set_input_files(upload)
+            page.locator('#song input[data-testid="file-upload"]').set_input_files(upload)
             expect(page.locator("#verdict h3")).to_have_text(verdicts)
 
             # Record from the (fake) microphone: stopping the recording classifies it.

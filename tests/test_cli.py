@@ -199,11 +199,10 @@ def test_a_mistyped_model_folder_is_an_error(tmp_path, library):
     assert unreachable.returncode == 2 and "could not be fetched from the Hub" in unreachable.stderr
 
 
-def test_missing_file_is_an_error_row(tmp_path):
+def test_missing_file_is_a_usage_error_naming_its_full_path(tmp_path):
     done = run_cli("predict", str(tmp_path / "nope.mp3"), "--format", "csv")
-    assert done.returncode == 1
-    row = next(csv.DictReader(io.StringIO(done.stdout)))
-    assert row["status"] == "error" and "not found" in row["error"]
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"no such file or folder: {tmp_path / 'nope.mp3'}" in done.stderr
 
 
 def test_usage_errors(tmp_path):

@@ -68,10 +68,10 @@ def test_resume_finishes_a_torn_run_and_redoes_changed_files(library, tmp_path):
 
 def test_tag_resume_writes_the_tags_a_dry_run_only_showed(library, tmp_path):
     out = tmp_path / "tags.jsonl"
-    dry = run_cli("tag", str(library), "--dry-run", "--format", "jsonl", "--output", str(out), "-q")
+    dry = run_cli("tag", str(library), "--dry-run", "--min-confidence", "0", "--format", "jsonl", "--output", str(out), "-q")
     assert dry.returncode == 1, dry.stderr
     assert {r["tag"]["action"] for r in read_jsonl(out) if r["ok"]} == {"would tag"}
-    real = run_cli("tag", str(library), "--format", "jsonl", "--output", str(out), "--resume")
+    real = run_cli("tag", str(library), "--min-confidence", "0", "--format", "jsonl", "--output", str(out), "--resume")
     assert real.returncode == 0, real.stderr  # the broken file, which failed before, is not tried again
     tagged = [r for r in read_jsonl(out)[7:] if r["ok"]]
     assert len(tagged) == 6 and {r["tag"]["action"] for r in tagged} == {"tagged"}

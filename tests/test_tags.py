@@ -8,12 +8,14 @@ import json
 import struct
 from pathlib import Path
 
+import av
 import mutagen
 import numpy as np
 import pytest
 import soundfile as sf
 
-from genrewiz.tags import TagError, genre_tag, tag_file
+from genrewiz.verdict import is_unsure
+from genrewiz.tags import TagError, genre_tag, restore_file, tag_file
 from synthetic import synth_clip, write_clip
 from test_cli import run_cli
 
@@ -29,15 +31,27 @@ def make_clip(folder: Path, ext: str) -> Path:
     return write_clip(folder / f"clip.{ext}", "pad", 2.0)
 
 
-def make_m4a(path: Path, media: bytes) -> Path:
-    """The smallest MP4 container mutagen accepts: ftyp, a moov with its mvhd, and ``media`` as mdat."""
-
-    def atom(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-    mvhd = atom(b"mvhd", bytes(4) + struct.pack(">IIII", 0, 0, 1000, 5000) + bytes(80))
-    path.write_bytes(atom(b"ftyp", b"M4A \x00\x00\x02\x00M4A isom") + atom(b"moov", mvhd) + atom(b"mdat", media))
+def make_m4a(path: Path, seconds: float = 2.0, faststart: bool = False) -> Path:
+    """A real AAC ``.m4a``; ``faststart`` puts the ``moov`` atom before the media, as iTunes and phones do."""
+    samples = synth_clip("pad", seconds, 44_100)
+    options = {"movflags": "faststart"} if faststart else {}
+    planar = np.ascontiguousarray(samples[None, :])
+    with av.open(str(path), "w", format="mp4", options=options) as out:
+        stream = out.add_stream("aac", rate=44_100, layout="mono")
+        for start in range(0, planar.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + 4096]), format="fltp", layout="mono")
+            frame.sample_rate = 44_100
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     return path
+
+
+def decoded(path: Path) -> np.ndarray:
+    """Every sample of ``path``, decoded the way GenreWiz checks a tagged copy (PyAV for m4a, else libsndfile)."""
+    if path.suffix == ".m4a":
+        with av.open(str(path)) as container:
+            return np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio=0)])
+    return sf.read(path, dtype="float32")[0]
 
 
 def tag_fields(path: Path) -> tuple[list[str], list[str]]:
@@ -64,12 +78,13 @@ def test_writes_genre_and_confidence_and_leaves_the_audio_alone(tmp_path, ext):
     assert rate_after == rate and np.array_equal(before, after)
 
 
-def test_m4a_gets_the_itunes_genre_atom_and_its_media_bytes_stay(tmp_path):
-    media = bytes(range(256)) * 16
-    path = make_m4a(tmp_path / "song.m4a", media)
-    assert tag_file(path, "jazz", 0.5).action == "tagged"
-    assert tag_fields(path) == (["Jazz"], ["0.5000"])
-    assert media in path.read_bytes()
+@pytest.mark.parametrize("faststart", [False, True], ids=["moov-last", "moov-first"])
+def test_m4a_gets_the_itunes_genre_atom_and_its_audio_stays(tmp_path, faststart):
+    path = make_m4a(tmp_path / "song.m4a", faststart=faststart)
+    before = decoded(path)
+    assert tag_file(path, "jazz", 0.75).action == "tagged"
+    assert tag_fields(path) == (["Jazz"], ["0.7500"])
+    assert np.array_equal(decoded(path), before)
 
 
 @pytest.mark.parametrize("ext", ["mp3", "flac"])
@@ -105,6 +120,9 @@ def test_dry_run_and_min_confidence_write_nothing(tmp_path):
     assert tag_file(path, "metal", 0.8, dry_run=True).action == "would tag"
     uncertain = tag_file(path, "metal", 0.3, min_confidence=0.5)
     assert uncertain.action == "uncertain" and "--min-confidence" in uncertain.describe()
+    for confidence, runner_up in [(0.42, 0.38), (0.49, 0.1), (0.6, 0.5)]:  # what the app shows as "Not sure"
+        doubt = tag_file(path, "rock", confidence, runner_up=runner_up)
+        assert doubt.action == "uncertain" and doubt.describe().startswith("not tagged: not sure")
     assert path.read_bytes() == original
 
 
@@ -122,7 +140,7 @@ def test_untaggable_files_raise_tag_error(tmp_path):
     au = write_clip(tmp_path / "clip.au", "pad", 2.0)
     with pytest.raises(TagError, match=r"clip\.au: cannot tag this format"):
         tag_file(au, "rock", 0.9)
-    with pytest.raises(TagError, match=r"gone\.mp3: cannot read tags"):
+    with pytest.raises(TagError, match=r"gone\.mp3: cannot read"):
         tag_file(tmp_path / "gone.mp3", "rock", 0.9)
     garbage = tmp_path / "garbage.flac"
     garbage.write_bytes(b"fLaC" + bytes(40))
@@ -156,6 +174,13 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
     planned = {Path(r["path"]).name: r for r in map(json.loads, dry.stdout.splitlines())}
     assert {n for n, r in planned.items() if r["ok"]} == {"song.wav", "song.flac", "song.ogg", "song.mp3", "labelled.flac"}
     assert planned["labelled.flac"]["tag"]["action"] == "kept" and planned["labelled.flac"]["tag"]["previous"] == "Shoegaze"
+    for path in clips.values():  # by default, what the app calls "Not sure" is not written
+        top = [(g["label"], g["confidence"]) for g in planned[path.name]["top"]]
+        assert planned[path.name]["tag"]["action"] == ("uncertain" if is_unsure(top) else "would tag")
+        assert planned[path.name]["tag"]["genre"] == genre_tag(top[0][0])
+    assert planned["labelled.flac"]["top"] == [], "a file with a genre is kept without being analysed"
+    forced = run_cli("tag", str(root), "--dry-run", "--min-confidence", "0", "--format", "jsonl", "-q")
+    planned = {Path(r["path"]).name: r for r in map(json.loads, forced.stdout.splitlines())}
     assert all(planned[p.name]["tag"]["action"] == "would tag" for p in clips.values())
     assert "cannot tag this format" in planned["sun.au"]["error"] and planned["sun.au"]["top"]
     assert "not a readable audio file" in planned["broken.wav"]["error"]
@@ -184,6 +209,7 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
     tags_line = next(line for line in done.stderr.splitlines() if line.startswith("genrewiz: tags: "))
     counts = {action: int(n) for n, action in (part.split(" ", 1) for part in tags_line.split(": ", 2)[2].split(", "))}
     assert counts == {"tagged": 2, "uncertain": 2, "kept": 1}
+    assert "4 analysed, 2 failed, 1 kept unanalysed (they had a genre)" in done.stderr
 
     table = run_cli("tag", str(labelled), "--overwrite")
     assert table.returncode == 0, table.stderr
@@ -197,9 +223,153 @@ def test_tag_command_writes_tags_keeps_audio_and_goes_on_past_untaggable_files(t
 
 def test_tag_csv_has_a_tag_column(tmp_path):
     clip = write_clip(tmp_path / "clip.flac", "pad", 3.0)
-    done = run_cli("tag", str(clip), "--dry-run", "--format", "csv", "-q")
+    done = run_cli("tag", str(clip), "--dry-run", "--min-confidence", "0", "--format", "csv", "-q")
     assert done.returncode == 0, done.stderr
     row = next(csv.DictReader(io.StringIO(done.stdout)))
     assert row["status"] == "ok" and row["tag"] == f"would tag {genre_tag(row['genre_1'])}"
     bad = run_cli("tag", str(clip), "--min-confidence", "1.5")
-    assert bad.returncode == 2 and "--min-confidence must be between 0 and 1" in bad.stderr
+    assert bad.returncode == 2 and "genrewiz tag: error: argument --min-confidence: must be between 0 and 1" in bad.stderr
+
+
+# --- files that must be refused, and left exactly as they were ---------------------------------
+
+
+def wav_bytes(tmp_path: Path) -> bytes:
+    return write_clip(tmp_path / "source.wav", "pad", 3.0).read_bytes()
+
+
+def wav_with_riff_size_under_the_file(tmp_path: Path) -> bytes:
+    """A recording whose RIFF size says the file ends earlier than it does (junk after it)."""
+    data = bytearray(wav_bytes(tmp_path) + bytes(275))
+    return bytes(data)
+
+
+def truncated_wav(tmp_path: Path) -> bytes:
+    """A recording cut off mid-stream: its header still claims the whole length."""
+    data = wav_bytes(tmp_path)
+    return data[: len(data) - 10_001]
+
+
+def streamed_wav(tmp_path: Path) -> bytes:
+    """What ``ffmpeg ... -f wav -`` writes to a pipe: RIFF and data sizes 0xFFFFFFFF."""
+    data = bytearray(wav_bytes(tmp_path))
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (wav_with_riff_size_under_the_file, "header's sizes do not match the file"),
+        (truncated_wav, "header's sizes do not match the file"),
+        (streamed_wav, "a streamed WAV"),
+    ],
+    ids=["riff-size-under-file", "truncated", "streamed"],
+)
+def test_inconsistent_wavs_are_refused_untouched(tmp_path, make, reason):
+    path = tmp_path / "rec.wav"
+    path.write_bytes(make(tmp_path))
+    original = path.read_bytes()
+    with pytest.raises(TagError, match=reason):
+        tag_file(path, "rock", 0.9)
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.wav", "source.wav"]  # no copy left behind
+
+
+def test_streamed_wav_is_an_error_row_through_the_cli_and_resume_goes_on(tmp_path):
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / "streamed.wav").write_bytes(streamed_wav(tmp_path))
+    write_clip(root / "good.flac", "pad", 3.0)
+    original = (root / "streamed.wav").read_bytes()
+    out = tmp_path / "rows.jsonl"
+    for attempt in ("first", "resume"):
+        args = ["tag", str(root), "--format", "jsonl", "--output", str(out), "--min-confidence", "0", "-q"]
+        done = run_cli(*args, *(["--resume"] if attempt == "resume" else []))
+        assert "Traceback" not in done.stderr, done.stderr
+        assert (root / "streamed.wav").read_bytes() == original
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    streamed = [r for r in rows if r["path"].endswith("streamed.wav")]
+    assert streamed and all("a streamed WAV" in r["error"] for r in streamed)
+    assert [r["tag"]["action"] for r in rows if r["path"].endswith("good.flac")] == ["tagged"]
+
+
+def test_id3v22_symlinks_and_resume_output_on_audio_are_refused(tmp_path):
+    old = make_clip(tmp_path, "mp3")
+    tags = mutagen.id3.ID3()
+    tags.add(mutagen.id3.TIT2(encoding=0, text=["Old"]))
+    tags.save(old, v2_version=3)
+    data = bytearray(old.read_bytes())
+    # mutagen writes v2.3 or v2.4 only; an ID3v2.2 tag with one TT2 frame, by hand:
+    frame = b"TT2" + (4).to_bytes(3, "big") + b"\x00Old"
+    header = b"ID3\x02\x00\x00" + bytes([0, 0, (len(frame) >> 7) & 0x7F, len(frame) & 0x7F])
+    size = 10 + int.from_bytes(bytes(data[6:10]), "big")  # syncsafe, small enough here
+    old.write_bytes(header + frame + bytes(data[size:]))
+    assert mutagen.id3.ID3(old).version[:2] == (2, 2)
+    before = old.read_bytes()
+    with pytest.raises(TagError, match="ID3v2.2"):
+        tag_file(old, "rock", 0.9)
+    assert old.read_bytes() == before
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = make_clip(outside, "flac")
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "link.flac").symlink_to(target)
+    target_bytes = target.read_bytes()
+    with pytest.raises(TagError, match="symbolic link"):
+        tag_file(library / "link.flac", "rock", 0.9)
+    assert target.read_bytes() == target_bytes and (library / "link.flac").is_symlink()
+
+    song = make_clip(library, "wav")
+    song_bytes = song.read_bytes()
+    refused = run_cli("tag", str(library), "--format", "jsonl", "--resume", "--output", str(song))
+    assert refused.returncode == 2 and "audio file" in refused.stderr, refused.stderr
+    assert song.read_bytes() == song_bytes
+
+
+def test_own_fields_only_leaves_the_standard_genre_and_restore_undoes_tagging(tmp_path):
+    labelled = make_clip(tmp_path, "flac")
+    audio = mutagen.File(labelled)
+    audio["GENRE"] = "Shoegaze"
+    audio["TITLE"] = "Song"
+    audio.save()
+    own = tag_file(labelled, "rock", 0.9, own_fields_only=True)
+    assert (own.action, own.field, own.previous) == ("tagged", "genrewiz", None)
+    tags = mutagen.File(labelled).tags
+    assert tags["GENRE"] == ["Shoegaze"] and tags["GENREWIZ_GENRE"] == ["Rock"] and tags["GENREWIZ_CONFIDENCE"] == ["0.9000"]
+
+    plain = make_clip(tmp_path / "plain", "mp3")
+    samples = decoded(plain)
+    row = tag_file(plain, "jazz", 0.8)
+    assert tag_fields(plain) == (["Jazz"], ["0.8000"])
+    restored = restore_file(plain, "Jazz", row.previous)
+    assert restored.action == "restored" and tag_fields(plain) == ([], [])
+    assert np.array_equal(decoded(plain), samples)
+    tag_file(plain, "jazz", 0.8)
+    edited = mutagen.File(plain)
+    edited.tags.setall("TCON", [mutagen.id3.TCON(encoding=3, text=["Bebop"])])
+    edited.save()
+    with pytest.raises(TagError, match="its genre is now 'Bebop'"):
+        restore_file(plain, "Jazz", None)
+
+
+def test_restore_command_puts_previous_genres_back(tmp_path):
+    root = tmp_path / "library"
+    labelled = write_clip(root / "labelled.flac", "pad", 3.0, seed=1)
+    audio = mutagen.File(labelled)
+    audio["GENRE"] = "Shoegaze"
+    audio.save()
+    fresh = write_clip(root / "fresh.ogg", "chirp", 3.0, seed=2)
+    rows = tmp_path / "rows.jsonl"
+    done = run_cli("tag", str(root), "--overwrite", "--min-confidence", "0", "--format", "jsonl", "--output", str(rows), "-q")
+    assert done.returncode == 0, done.stderr
+    assert tag_fields(labelled)[0] != ["Shoegaze"] and tag_fields(fresh)[0]
+    undo = run_cli("tag", "--restore", str(rows), "--format", "jsonl", "-q")
+    assert undo.returncode == 0, undo.stderr
+    actions = {Path(r["path"]).name: r["tag"]["action"] for r in map(json.loads, undo.stdout.splitlines())}
+    assert actions == {"labelled.flac": "restored", "fresh.ogg": "restored"}
+    assert tag_fields(labelled) == (["Shoegaze"], []) and tag_fields(fresh) == ([], [])
