@@ -299,7 +299,8 @@ def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = Non
                               dynamo=False)
         os.replace(partial, path)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # never steal the cores training shares
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     per_window = model.cnn.patches
 
