@@ -333,7 +333,10 @@ def cnn_branch(source: ModelSource | None) -> str | None:
     return json.loads(path.read_text(encoding="utf-8")).get("cnn_branch", "scratch")
 
 
-EXTRA_EVALUATIONS = (("field", "real recordings from outside GTZAN"), ("recorded", "songs played and recorded through a microphone"))
+EXTRA_EVALUATIONS = (
+    ("field", "real recordings from outside GTZAN"),
+    ("recorded", "recordings of those clips through simulated phone, laptop and call microphones"),
+)
 """Optional ``metrics.json`` entries, each ``{"accuracy": ..., "n_clips": ...}``, that the trust
 sentence adds after the GTZAN figure, in this order, with what their clips are."""
 

@@ -387,7 +387,7 @@ def test_trust_sentence_reads_either_evaluation_metrics_json_holds():
     extended = filtered | {"field": {"accuracy": 0.52, "n_clips": 46}, "recorded": {"accuracy": 0.4, "n_clips": 20}}
     assert app.trust_sentence(extended) == (
         "On 93 GTZAN clips by artists it never heard, it named the right genre 81% of the time; "
-        "on 46 real recordings from outside GTZAN, 52%; on 20 songs played and recorded through a microphone, 40%."
+        "on 46 real recordings from outside GTZAN, 52%; on 20 recordings of those clips through simulated phone, laptop and call microphones, 40%."
     )
     assert app.trust_sentence({"field": {"accuracy": 0.52, "n_clips": 46}}) == (
         "On 46 real recordings from outside GTZAN, it named the right genre 52% of the time."
