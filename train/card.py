@@ -225,12 +225,19 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
 def conditions_text(metrics: dict, history: dict) -> list[str]:
     """Card lines on the clips as users bring them (recorded through microphones, songs from outside GTZAN) and calibration."""
     columns = [("clean", metrics)] + [(name, metrics[name]) for name in ("recorded", "field") if name in metrics]
+    fitted_here = (metrics.get("calibration") or {}).get("fitted_on", "").endswith("valid")
+
+    def ece_text(condition: dict) -> str:
+        if condition is metrics and fitted_here:  # the temperature was fitted on these very clips
+            return f"{metrics['calibration']['ece_after_cross_fitted']:.3f} (cross-fitted)"
+        return f"{condition['ece']:.3f}" if "ece" in condition else "n/a"
+
     lines: list[str] = []
     if len(columns) > 1:
         rows = [("clips", lambda c: str(c["n_clips"])), ("accuracy", lambda c: _fmt(c["accuracy"])),
                 ("balanced accuracy", lambda c: _fmt(c["balanced_accuracy"])),
                 ("macro-F1", lambda c: _fmt(c["macro_f1"], pct=False)),
-                ("expected calibration error", lambda c: f"{c['ece']:.3f}" if "ece" in c else "n/a"),
+                ("expected calibration error", ece_text),
                 ("rock heard as metal", lambda c: c.get("rock_as_metal") or "n/a")]
         lines += [
             "", "### As users bring it: recorded and field audio", "",

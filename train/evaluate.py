@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_epoch": history.get("best_epoch"),
         "recipe": history.get("recipe"),
         "temperature": json.loads((args.model / "config.json").read_text(encoding="utf-8")).get("temperature", 1.0),
+        "calibration": history.get("calibration"),
         "missing": missing,
         "skipped": clean.skipped,
     }
