@@ -104,3 +104,42 @@ def test_logc_front_end_is_musicnns_compression():
     assert np.isfinite(loud).all() and loud.max() > mel.max()
     db = to_db(mel, MUSICNN_FEATURES)
     assert db.max() == pytest.approx(0.0, abs=1e-3) and db.min() >= -MUSICNN_FEATURES.top_db
+
+
+def test_exact_front_end_rewrite_equals_the_front_end():
+    """The export's rewrite (flipped filters, max first, padded channels) on weights with batch-norm scales of both signs."""
+    from genrewiz.musicnn import ExactFrontEnd
+
+    torch.manual_seed(0)
+    trunk = MusiCNN().eval()
+    with torch.no_grad():
+        for bn in [*trunk.timbral_bn, *trunk.temporal_bn]:
+            bn.weight.normal_()  # about half negative
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    rewritten = ExactFrontEnd(trunk, n_mels=96).eval()
+    assert 0 < int((rewritten.sign < 0).sum()) < rewritten.sign.numel()
+    assert all(conv.out_channels % 8 == 0 for conv in rewritten.convs)
+    patches = torch.randn(3, PATCH_FRAMES, 96)
+    with torch.inference_mode():
+        expected, got = trunk.frontend_maps(patches), rewritten(patches)
+    assert got.shape == expected.shape == (3, 561, PATCH_FRAMES)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_exported_trunk_stage_equals_torch_embeddings(trunk, tmp_path):
+    """The ONNX graph's first stage (rewritten front end) gives the torch trunk's embeddings on real patches."""
+    from genrewiz.engine import ONNX_FILE, OnnxEngine
+
+    model = PCRNN(features=MUSICNN_FEATURES, cnn_branch="musicnn", rnn_pool=(8, 2)).eval()
+    model.cnn.trunk.load_state_dict(trunk.state_dict())
+    model.save_pretrained(tmp_path)
+    engine = OnnxEngine(tmp_path / ONNX_FILE)
+    patches = np.load(FIXTURE)["patches"]
+    blank_x = np.zeros((1, 1, MUSICNN_FEATURES.window_frames, 96), dtype=np.float32)
+    feeds = {"patches": patches, "x": blank_x, "embeddings": np.zeros((1, 10, 200), dtype=np.float32)}
+    got = engine.session.run(["patch_embeddings"], feeds)[0]
+    with torch.inference_mode():
+        expected = trunk.embed(torch.from_numpy(patches)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
