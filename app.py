@@ -42,6 +42,7 @@ from gradio.components.plot import PlotData
 from PIL import Image
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.engine import Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -102,13 +103,16 @@ def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
 
 
 def classify_upload(
-    classifier: GenreClassifier, path: str | os.PathLike[str] | None, max_file_size: int | None = None
+    classifier: GenreClassifier,
+    path: str | os.PathLike[str] | None,
+    max_file_size: int | None = None,
+    progress: Progress | None = None,
 ) -> Prediction:
     """Classify one uploaded or recorded file; every problem with the input is an ``AudioError``.
 
     ``max_file_size`` (bytes) is checked here too, because the upload limit of ``launch()``
     does not cover every path a file can reach the handler by (cached examples, files already
-    on the server).
+    on the server). ``progress`` gets the share of the model's work done (a long song's bar).
     """
     if not path:
         raise AudioError("No audio yet: upload a file or record one with the microphone.")
@@ -117,7 +121,7 @@ def classify_upload(
             f"{Path(path).name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB)."
         )
     try:
-        return classifier.predict(path)
+        return classifier.predict(path, progress=progress)
     except AudioError as err:
         logger.info("Rejected input: %s", err)
         raise
@@ -362,8 +366,8 @@ def build_demo(
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     note = model_note(source, source.metrics() if source else None)
 
-    def classify(audio: str | None) -> Prediction:
-        return classify_upload(classifier, audio, getattr(demo, "max_file_size", None))
+    def classify(audio: str | None, progress: Progress | None = None) -> Prediction:
+        return classify_upload(classifier, audio, getattr(demo, "max_file_size", None), progress)
 
     def render(audio: str, prediction: Prediction) -> str:
         """The spectrogram PNG of ``prediction``, a file of its own in Gradio's cache."""
@@ -386,10 +390,16 @@ def build_demo(
             raise api_error(err) from err
         return analysis_json(Path(audio).name, prediction, config, source)
 
-    def show(audio: str | None) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
-        """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place."""
+    def show(
+        audio: str | None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
+        """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place.
+
+        A bar over the result tracks the model's work on the song (seconds for a long one).
+        """
+        progress(0, desc="Reading the audio")
         try:
-            prediction = classify(audio)
+            prediction = classify(audio, lambda done: progress(done, desc="Listening"))
         except AudioError as err:
             return error_markdown(str(err)), None, None, None
         # The session keeps this for the follow-up, which needs the probabilities, not the (up to

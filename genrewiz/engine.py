@@ -177,9 +177,10 @@ class OnnxEngine:
     busy, shared machine does not lose a core to waiting.
 
     A musicnn PCRNN's graph has two stages (:class:`genrewiz.musicnn.PatchedPCRNN`), run as
-    :func:`patched_logits` says. ONNX Runtime's memory arena is off: it would keep the largest
-    activations any request ever needed for the life of the process, where plain allocations
-    go back to the system after each call (a served app returns to its idle size).
+    :func:`patched_logits` says. ONNX Runtime's CPU memory arena stays on (without it every
+    activation is a fresh allocation and the model runs markedly slower), but the runs that end
+    a song (the head's) shrink it, so the arena holds a few patches' activations while a song
+    is analysed and gives them back to the system after: a served app returns to its idle size.
 
     ``quantization`` is what the graph's metadata says was quantised (``None``: all float32).
     """
@@ -196,11 +197,12 @@ class OnnxEngine:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._release = ort.RunOptions()
+        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -248,7 +250,9 @@ class OnnxEngine:
             raise ValueError("the ONNX graph runs the whole model; a known CNN-branch output needs TorchEngine")
         if self.patch_frames is None:
             batches = [
-                self.session.run(None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)})[0]
+                self.session.run(
+                    None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)}, self._release
+                )[0]
                 for i in range(0, len(windows), self.batch_size)
             ]
             return softmax(np.concatenate(batches))
@@ -264,7 +268,8 @@ class OnnxEngine:
             return self.session.run(["patch_embeddings"], feeds)[0]
 
         def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
-            return self.session.run(["logits"], {"patches": no_patches, "x": x, "embeddings": embeddings})[0]
+            feeds = {"patches": no_patches, "x": x, "embeddings": embeddings}
+            return self.session.run(["logits"], feeds, self._release)[0]
 
         logits = patched_logits(windows, self.patch_frames, embed, head, self.patch_chunk, self.batch_size, progress)
         return softmax(logits)
