@@ -4,7 +4,7 @@ Prints, each measured in a process of its own:
 
 - the library: peak RSS above the loaded model and time of ``GenreClassifier.predict`` on a
   10-minute 384 kHz 8-channel FLAC, a 10-hour MP3, a 10-minute ordinary song (44.1 kHz stereo
-  FLAC), a 10-minute square wave that FLAC packs into 99 KB, the 150 s example and a normal
+  FLAC), a 10-minute square wave that FLAC packs into 82 KB, the 150 s example and a normal
   30 s clip (with ``--baseline REV``, also the whole package as it was at git revision REV,
   its bundled model included, in the same run; with ``--before REV``, the decoding of
   ``genrewiz/audio.py`` as it was at REV);
@@ -99,7 +99,7 @@ def make_inputs(work: Path) -> dict[str, Path]:
         "384 kHz 8-channel FLAC, 10 min": work / "dxd_8ch_10min.flac",
         "10-hour MP3 (8 kHz mono)": work / "ten_hours.mp3",
         "ordinary song, 10 min (44.1 kHz stereo FLAC)": work / "song_10min.flac",
-        "square wave, 10 min (99 KB FLAC)": work / "square_10min.flac",
+        "square wave, 10 min (82 KB FLAC)": work / "square_10min.flac",
         "150 s example (examples/long_rock_feelings.ogg)": ROOT / "examples" / "long_rock_feelings.ogg",
         "normal 30 s clip": work / "normal_30s.wav",
     }
@@ -118,11 +118,13 @@ def make_inputs(work: Path) -> dict[str, Path]:
         parts = (synth_clip(styles[i % 4], 30, 44_100, seed=i) for i in range(20))
         write_blocks(inputs["ordinary song, 10 min (44.1 kHz stereo FLAC)"], 44_100, 2,
                      (np.stack([part, part[::-1]], axis=1) for part in parts), {})
-    if not inputs["square wave, 10 min (99 KB FLAC)"].exists():
-        # 4096 samples up, 4096 down: every FLAC block is one constant, so 26 M samples pack into 99 KB
-        period = np.repeat(np.array([0.5, -0.5], dtype=np.float32), 4096)
-        minute = np.tile(period, -(-44_100 * 60 // len(period)))[: 44_100 * 60]
-        write_blocks(inputs["square wave, 10 min (99 KB FLAC)"], 44_100, 1, (minute for _ in range(10)), {"subtype": "PCM_16"})
+    if not inputs["square wave, 10 min (82 KB FLAC)"].exists():
+        # 4096 samples up, 4096 down, in step with FLAC's 4096-sample blocks: every block is one
+        # constant, so 26 M samples pack into 82 KB
+        block = np.tile(np.repeat(np.array([0.5, -0.5], dtype=np.float32), 4096), 323)  # 60.0004 s
+        total = 44_100 * 600
+        blocks = (block[: min(len(block), total - start)] for start in range(0, total, len(block)))
+        write_blocks(inputs["square wave, 10 min (82 KB FLAC)"], 44_100, 1, blocks, {"subtype": "PCM_16"})
     return inputs
 
 
