@@ -158,7 +158,8 @@ class GenreClassifier:
         settings = {"num_threads": num_threads, "batch_size": batch_size, "patch_chunk": patch_chunk, **kwargs}
         engine = OnnxEngine.for_checkpoint(resolved.directory, num_threads, batch_size, patch_chunk)
         if engine is not None:
-            logger.info("GenreWiz weights: %s (ONNX Runtime)", resolved.describe())
+            quantised = " with int8 " + ", ".join(engine.quantization["operators"]) if engine.quantization else ""
+            logger.info("GenreWiz weights: %s (ONNX Runtime%s)", resolved.describe(), quantised)
             return cls(source=resolved, engine=engine, **settings)
         from .model import PCRNN
 

@@ -123,3 +123,14 @@ def test_graph_of_an_older_export_is_not_served(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="genrewiz"):
         assert isinstance(GenreClassifier.from_pretrained(folder).engine, TorchEngine)
     assert "exported by an older GenreWiz" in caplog.text
+
+
+def test_app_upload_reports_progress(classifier, tmp_path):
+    """The page's handler hands the model's progress on (what its ``gr.Progress`` bar shows)."""
+    import app
+
+    song = tmp_path / "song.flac"
+    sf.write(song, _song(100.0), 22_050)
+    seen: list[float] = []
+    prediction = app.classify_upload(classifier, str(song), progress=seen.append)
+    assert len(seen) >= 2 and seen[-1] == 1.0 and len(prediction.window_starts) == 6
