@@ -42,7 +42,7 @@ from gradio.components.plot import PlotData
 from PIL import Image
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
-from genrewiz.engine import Progress
+from genrewiz.engine import FairTurns, OnnxEngine, Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -55,8 +55,10 @@ EXAMPLE_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac")
 TOP_K = 5
 MAX_FILE_SIZE = 120 * 1024 * 1024
 """Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
-CONCURRENCY_LIMIT = 2
-"""Predictions run at once; more would only share the same CPU cores (a free Space has two)."""
+CONCURRENCY_LIMIT = 4
+"""Predictions in progress at once. Their model runs take turns, a few patches each
+(``FairTurns``), so the cores (a free Space has two) are shared as before, but a short song
+starting beside long ones is done in its few turns instead of waiting for a free slot."""
 MODEL_THREADS = 2
 """ONNX Runtime threads per prediction: one request alone gets both cores (the musicnn PCRNN's
 window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
@@ -363,6 +365,8 @@ def build_demo(
     """
     config = classifier.config
     source = classifier.source
+    if isinstance(classifier.engine, OnnxEngine):
+        classifier.engine.turns = FairTurns()
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     note = model_note(source, source.metrics() if source else None)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +113,37 @@ def patched_logits(
     return np.concatenate(logits)
 
 
+class FairTurns:
+    """A first-come, first-served lock: the model's runs take turns in the order they asked.
+
+    A server that analyses several songs at once gives each ONNX Runtime run (a few patches, or
+    a few windows' head) its turn in arrival order, so a short song's few runs go in between a
+    long song's many instead of after all of them. ``threading.Lock`` promises no order.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @property
+    def waiting(self) -> int:
+        """Runs holding or waiting for a turn."""
+        with self._changed:
+            return self._next_ticket - self._serving
+
+    def __enter__(self) -> None:
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32, stable for large logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -183,6 +215,8 @@ class OnnxEngine:
     is analysed and gives them back to the system after: a served app returns to its idle size.
 
     ``quantization`` is what the graph's metadata says was quantised (``None``: all float32).
+    ``turns`` (``None``: runs go as they come) makes concurrent songs' runs take turns
+    (:class:`FairTurns`), as the app sets it.
     """
 
     name = "onnxruntime"
@@ -203,6 +237,7 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._release = ort.RunOptions()
         self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.turns: FairTurns | None = None
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -250,9 +285,7 @@ class OnnxEngine:
             raise ValueError("the ONNX graph runs the whole model; a known CNN-branch output needs TorchEngine")
         if self.patch_frames is None:
             batches = [
-                self.session.run(
-                    None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)}, self._release
-                )[0]
+                self._run(None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)}, self._release)[0]
                 for i in range(0, len(windows), self.batch_size)
             ]
             return softmax(np.concatenate(batches))
@@ -265,14 +298,22 @@ class OnnxEngine:
 
         def embed(patches: np.ndarray) -> np.ndarray:
             feeds = {"patches": patches, "x": blank_x, "embeddings": blank_embeddings}
-            return self.session.run(["patch_embeddings"], feeds)[0]
+            return self._run(["patch_embeddings"], feeds)[0]
 
         def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
             feeds = {"patches": no_patches, "x": x, "embeddings": embeddings}
-            return self.session.run(["logits"], feeds, self._release)[0]
+            return self._run(["logits"], feeds, self._release)[0]
 
         logits = patched_logits(windows, self.patch_frames, embed, head, self.patch_chunk, self.batch_size, progress)
         return softmax(logits)
+
+
+    def _run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray], options: object = None) -> list[np.ndarray]:
+        """One ONNX Runtime run, in its turn when :attr:`turns` is set."""
+        if self.turns is None:
+            return self.session.run(outputs, feeds, options)
+        with self.turns:
+            return self.session.run(outputs, feeds, options)
 
 
 def has_quantized_operators(path: str | Path) -> bool:

@@ -134,3 +134,38 @@ def test_app_upload_reports_progress(classifier, tmp_path):
     seen: list[float] = []
     prediction = app.classify_upload(classifier, str(song), progress=seen.append)
     assert len(seen) >= 2 and seen[-1] == 1.0 and len(prediction.window_starts) == 6
+
+
+def test_fair_turns_serve_in_arrival_order():
+    """Runs waiting for the model go in the order they asked: a short song's runs get in between a long one's."""
+    import threading
+    import time
+
+    from genrewiz.engine import FairTurns
+
+    turns, order = FairTurns(), []
+
+    def run(name: str) -> None:
+        with turns:
+            order.append(name)
+
+    with turns:  # a long song's run holds the model
+        threads = []
+        for i, name in enumerate(["long, next chunk", "short", "other long"]):
+            threads.append(threading.Thread(target=run, args=(name,)))
+            threads[-1].start()
+            while turns.waiting < i + 2:  # this one has its ticket before the next one asks
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["long, next chunk", "short", "other long"]
+
+
+def test_engine_runs_take_turns_and_give_the_same_answers(song_windows):
+    from genrewiz.engine import FairTurns
+
+    engine = OnnxEngine.for_checkpoint(BUNDLED_DIR)
+    plain = engine.window_probabilities(song_windows[:2])
+    engine.turns = FairTurns()
+    np.testing.assert_array_equal(engine.window_probabilities(song_windows[:2]), plain)
+    assert engine.turns.waiting == 0
