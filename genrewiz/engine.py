@@ -289,16 +289,10 @@ class OnnxEngine:
                 for i in range(0, len(windows), self.batch_size)
             ]
             return softmax(np.concatenate(batches))
-        per_window, embedding_size = self.session.get_inputs()[2].shape[1:]
-        # ONNX Runtime runs every node whatever outputs are asked for, and a GRU over zero windows
-        # aborts the process: the trunk stage gets one blank window, the head stage zero patches.
-        blank_x = np.zeros((1, *windows.shape[1:]), dtype=np.float32)
-        blank_embeddings = np.zeros((1, per_window, embedding_size), dtype=np.float32)
         no_patches = np.zeros((0, self.patch_frames, windows.shape[3]), dtype=np.float32)
 
         def embed(patches: np.ndarray) -> np.ndarray:
-            feeds = {"patches": patches, "x": blank_x, "embeddings": blank_embeddings}
-            return self._run(["patch_embeddings"], feeds)[0]
+            return self._run(["patch_embeddings"], self.trunk_feeds(patches))[0]
 
         def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
             feeds = {"patches": no_patches, "x": x, "embeddings": embeddings}
@@ -307,6 +301,19 @@ class OnnxEngine:
         logits = patched_logits(windows, self.patch_frames, embed, head, self.patch_chunk, self.batch_size, progress)
         return softmax(logits)
 
+    def trunk_feeds(self, patches: np.ndarray) -> dict[str, np.ndarray]:
+        """The feeds that run the musicnn graph's trunk stage on ``patches``.
+
+        ONNX Runtime runs every node whatever outputs are asked for, and a GRU over zero windows
+        aborts the process: the head's inputs get one blank window (the head stage, zero patches).
+        """
+        assert self.config is not None
+        per_window, embedding_size = self.session.get_inputs()[2].shape[1:]
+        return {
+            "patches": patches,
+            "x": np.zeros((1, 1, self.config.window_frames, self.config.n_mels), dtype=np.float32),
+            "embeddings": np.zeros((1, per_window, embedding_size), dtype=np.float32),
+        }
 
     def _run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray], options: object = None) -> list[np.ndarray]:
         """One ONNX Runtime run, in its turn when :attr:`turns` is set."""

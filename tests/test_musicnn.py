@@ -159,9 +159,7 @@ def test_exported_trunk_stage_equals_torch_embeddings(trunk, tmp_path):
     model.save_pretrained(tmp_path)
     engine = OnnxEngine(tmp_path / ONNX_FILE)
     patches = np.load(FIXTURE)["patches"]
-    blank_x = np.zeros((1, 1, MUSICNN_FEATURES.window_frames, 96), dtype=np.float32)
-    feeds = {"patches": patches, "x": blank_x, "embeddings": np.zeros((1, 10, 200), dtype=np.float32)}
-    got = engine.session.run(["patch_embeddings"], feeds)[0]
+    got = engine.session.run(["patch_embeddings"], engine.trunk_feeds(patches))[0]
     with torch.inference_mode():
         expected = trunk.embed(torch.from_numpy(patches)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

@@ -82,14 +82,11 @@ class PatchReader:
     @staticmethod
     def _feeds(engine: OnnxEngine, paths: list[Path], chunk: int) -> Iterator[dict[str, np.ndarray]]:
         assert engine.config is not None and engine.patch_frames is not None
-        per_window, size = engine.session.get_inputs()[2].shape[1:]
-        blank_x = np.zeros((1, 1, engine.config.window_frames, engine.config.n_mels), dtype=np.float32)
-        blank_embeddings = np.zeros((1, per_window, size), dtype=np.float32)
         for path in paths:
             windows = make_windows(analyse(path, engine.config).mel, engine.config).data
             patches, _ = distinct_patches(windows, engine.patch_frames)
             for i in range(0, len(patches), chunk):
-                yield {"patches": patches[i : i + chunk], "x": blank_x, "embeddings": blank_embeddings}
+                yield engine.trunk_feeds(patches[i : i + chunk])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.feeds, None)
