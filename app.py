@@ -47,6 +47,7 @@ from starlette.middleware import Middleware
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.engine import FairTurns, OnnxEngine, Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -61,8 +62,10 @@ EXAMPLE_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac")
 TOP_K = 5
 MAX_FILE_SIZE = 120 * 1024 * 1024
 """Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
-CONCURRENCY_LIMIT = 2
-"""Predictions run at once; more would only share the same CPU cores (a free Space has two)."""
+CONCURRENCY_LIMIT = 4
+"""Predictions in progress at once. Their model runs take turns, a few patches each
+(``FairTurns``), so the cores (a free Space has two) are shared as before, but a short song
+starting beside long ones is done in its few turns instead of waiting for a free slot."""
 MODEL_THREADS = 2
 """ONNX Runtime threads per prediction: one request alone gets both cores (the musicnn PCRNN's
 window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
@@ -108,13 +111,16 @@ def list_examples(folder: str | os.PathLike[str] = EXAMPLES_DIR) -> list[str]:
 
 
 def classify_upload(
-    classifier: GenreClassifier, path: str | os.PathLike[str] | None, max_file_size: int | None = None
+    classifier: GenreClassifier,
+    path: str | os.PathLike[str] | None,
+    max_file_size: int | None = None,
+    progress: Progress | None = None,
 ) -> Prediction:
     """Classify one uploaded or recorded file; every problem with the input is an ``AudioError``.
 
     ``max_file_size`` (bytes) is checked here too, because the upload limit of ``launch()``
     does not cover every path a file can reach the handler by (cached examples, files already
-    on the server).
+    on the server). ``progress`` gets the share of the model's work done (a long song's bar).
     """
     if not path:
         raise AudioError("No audio yet: upload a file or record one with the microphone.")
@@ -123,7 +129,7 @@ def classify_upload(
             f"{Path(path).name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB)."
         )
     try:
-        return classifier.predict(path)
+        return classifier.predict(path, progress=progress)
     except AudioError as err:
         logger.info("Rejected input: %s", err)
         raise
@@ -473,13 +479,15 @@ def build_demo(
     """
     config = classifier.config
     source = classifier.source
+    if isinstance(classifier.engine, OnnxEngine):
+        classifier.engine.turns = FairTurns()
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     metrics = source.metrics() if source else None
     if source is not None and source.fallback_reason:  # the log's business, not the page's
         logger.warning("Serving the bundled weights: %s", source.fallback_reason)
 
-    def classify(audio: str | None) -> Prediction:
-        return classify_upload(classifier, audio, getattr(demo, "max_file_size", None))
+    def classify(audio: str | None, progress: Progress | None = None) -> Prediction:
+        return classify_upload(classifier, audio, getattr(demo, "max_file_size", None), progress)
 
     def render(audio: str, prediction: Prediction) -> str:
         """The spectrogram PNG of ``prediction``, a file of its own in Gradio's cache."""
@@ -502,10 +510,16 @@ def build_demo(
             raise api_error(err) from err
         return analysis_json(Path(audio).name, prediction, config, source)
 
-    def show(audio: str | None) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
-        """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place."""
+    def show(
+        audio: str | None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
+        """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place.
+
+        A bar over the result tracks the model's work on the song (seconds for a long one).
+        """
+        progress(0, desc="Reading the audio")
         try:
-            prediction = classify(audio)
+            prediction = classify(audio, lambda done: progress(done, desc="Listening"))
         except AudioError as err:
             return error_markdown(str(err)), None, None, None
         # The session keeps this for the follow-up, which needs the probabilities, not the (up to

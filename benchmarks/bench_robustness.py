@@ -3,15 +3,19 @@
 Prints, each measured in a process of its own:
 
 - the library: peak RSS above the loaded model and time of ``GenreClassifier.predict`` on a
-  10-minute 384 kHz 8-channel FLAC, a 10-hour MP3 and a normal 30 s clip (with ``--before REV``,
-  also the decoding of ``genrewiz/audio.py`` as it was at git revision REV, for comparison);
+  10-minute 384 kHz 8-channel FLAC, a 10-hour MP3, a 10-minute ordinary song (44.1 kHz stereo
+  FLAC), a 10-minute square wave that FLAC packs into 82 KB, the 150 s example and a normal
+  30 s clip (with ``--baseline REV``, also the whole package as it was at git revision REV,
+  its bundled model included, in the same run; with ``--before REV``, the decoding of
+  ``genrewiz/audio.py`` as it was at REV);
 - the CLI: peak RSS and wall time of ``genrewiz predict FILE -j 1`` on the same files;
 - the served app (``python app.py``): the server's peak RSS above idle and the latency of each
   file through ``gradio_client``, a normal request's latency behind two hostile ones, a 1 GB
   upload attempt (status, time, the most disk and memory it took), the disk used after
-  ``--requests`` predictions of distinct clips, and what is left once the server stops.
+  ``--requests`` predictions of distinct clips, the server's RSS a minute after the last
+  request, and what is left once the server stops.
 
-    python benchmarks/bench_robustness.py --before 72feac5     # ~5 minutes on 2 cores
+    python benchmarks/bench_robustness.py --baseline efb9071    # ~8 minutes on 2 cores
 
 The inputs are written once into ``--work`` and reused (the 10-hour MP3 takes ~35 s to encode).
 """
@@ -59,6 +63,9 @@ LIBRARY_SCRIPT = textwrap.dedent(
             refs.write("5")
 
     mode, path, warm_up = sys.argv[1:4]
+    if mode == "baseline":  # the package of another revision, exported into argv[4], first on sys.path
+        sys.path.insert(0, sys.argv[4])
+        mode = "predict"
     if mode == "before":
         import importlib.util
         spec = importlib.util.spec_from_file_location("audio_before", sys.argv[4])
@@ -91,6 +98,9 @@ def make_inputs(work: Path) -> dict[str, Path]:
     inputs = {
         "384 kHz 8-channel FLAC, 10 min": work / "dxd_8ch_10min.flac",
         "10-hour MP3 (8 kHz mono)": work / "ten_hours.mp3",
+        "ordinary song, 10 min (44.1 kHz stereo FLAC)": work / "song_10min.flac",
+        "square wave, 10 min (82 KB FLAC)": work / "square_10min.flac",
+        "150 s example (examples/long_rock_feelings.ogg)": ROOT / "examples" / "long_rock_feelings.ogg",
         "normal 30 s clip": work / "normal_30s.wav",
     }
     if not inputs["normal 30 s clip"].exists():
@@ -103,6 +113,18 @@ def make_inputs(work: Path) -> dict[str, Path]:
     if not inputs["10-hour MP3 (8 kHz mono)"].exists():
         minute = synth_clip("chirp", 60, 8_000)
         write_blocks(inputs["10-hour MP3 (8 kHz mono)"], 8_000, 1, (minute for _ in range(600)), {"format": "MP3"})
+    if not inputs["ordinary song, 10 min (44.1 kHz stereo FLAC)"].exists():
+        styles = ("bass_pulse", "hihat", "pad", "chirp")
+        parts = (synth_clip(styles[i % 4], 30, 44_100, seed=i) for i in range(20))
+        write_blocks(inputs["ordinary song, 10 min (44.1 kHz stereo FLAC)"], 44_100, 2,
+                     (np.stack([part, part[::-1]], axis=1) for part in parts), {})
+    if not inputs["square wave, 10 min (82 KB FLAC)"].exists():
+        # 4096 samples up, 4096 down, in step with FLAC's 4096-sample blocks: every block is one
+        # constant, so 26 M samples pack into 82 KB
+        block = np.tile(np.repeat(np.array([0.5, -0.5], dtype=np.float32), 4096), 323)  # 60.0004 s
+        total = 44_100 * 600
+        blocks = (block[: min(len(block), total - start)] for start in range(0, total, len(block)))
+        write_blocks(inputs["square wave, 10 min (82 KB FLAC)"], 44_100, 1, blocks, {"subtype": "PCM_16"})
     return inputs
 
 
@@ -116,20 +138,24 @@ def write_blocks(path: Path, rate: int, channels: int, blocks: Iterator[np.ndarr
     partial.rename(path)
 
 
-def library(inputs: dict[str, Path], before: Path | None) -> None:
+def library(inputs: dict[str, Path], before: Path | None, baseline: tuple[str, Path] | None) -> None:
     print("\n## Library, one fresh process per measurement")
     print("| input | call | analysed / source | time | peak RSS above start |")
     print("| --- | --- | --- | --- | --- |")
     warm_up = str(inputs["normal 30 s clip"])
-    calls = [("predict", "GenreClassifier.predict (decode + mel + model)"), ("decode", "load_audio")]
+    calls = [("predict", "GenreClassifier.predict (decode + mel + model)", None)]
+    if baseline is not None:
+        calls.append(("baseline", f"GenreClassifier.predict at {baseline[0]}", baseline[1]))
+    calls.append(("decode", "load_audio", None))
     if before is not None:
-        calls.append(("before", "load_audio before this work"))
+        calls.append(("before", "load_audio before this work", before))
     for name, path in inputs.items():
-        for mode, label in calls:
+        for mode, label, extra in calls:
             done = subprocess.run(
-                [sys.executable, "-c", LIBRARY_SCRIPT, mode, str(path), warm_up, str(before)],
+                [sys.executable, "-c", LIBRARY_SCRIPT, mode, str(path), warm_up, str(extra)],
                 capture_output=True,
                 text=True,
+                cwd=extra if mode == "baseline" else ROOT,
             )
             if done.returncode != 0:
                 print(f"| {name} | {label} | failed: {done.stderr.strip().splitlines()[-1]} | | |")
@@ -241,6 +267,8 @@ def served(inputs: dict[str, Path], work: Path, requests: int) -> None:
             answer = result[0]["label"] if isinstance(result, tuple) else f"error: {result}"
             print(f"| {name} | {seconds:.2f} s | {answer} | {server.rss_mb('VmHWM:') - idle:.0f} MB |")
         starvation(client, inputs)
+        time.sleep(60)
+        print(f"- a minute after the last long request: server RSS {server.rss_mb():.0f} MB")
         upload_attempt(server)
         bare_uploads(server)
         disk_per_request(server, client, work, requests)
@@ -252,10 +280,10 @@ def served(inputs: dict[str, Path], work: Path, requests: int) -> None:
 
 
 def starvation(client: Client, inputs: dict[str, Path]) -> None:
-    """A normal request's latency alone, and queued behind two hostile ones (both concurrency slots)."""
+    """A normal request's latency alone, and sent while two hostile ones are being analysed."""
     normal = handle_file(str(inputs["normal 30 s clip"]))
     alone, _ = timed(lambda: client.predict(normal, api_name="/predict"))
-    for name in ("384 kHz 8-channel FLAC, 10 min", "10-hour MP3 (8 kHz mono)"):
+    for name in ("384 kHz 8-channel FLAC, 10 min", "10-hour MP3 (8 kHz mono)", "ordinary song, 10 min (44.1 kHz stereo FLAC)"):
         hostile = handle_file(str(inputs[name]))
         jobs = [client.submit(hostile, api_name="/predict") for _ in range(2)]
         while not all(job.status().code == Status.PROCESSING for job in jobs):  # both slots taken
@@ -263,7 +291,7 @@ def starvation(client: Client, inputs: dict[str, Path]) -> None:
         behind, _ = timed(lambda: client.predict(normal, api_name="/predict"))
         for job in jobs:
             job.result(timeout=600)
-        print(f"- a normal 30 s request: {alone:.2f} s alone, {behind:.2f} s queued behind two {name} requests")
+        print(f"- a normal 30 s request: {alone:.2f} s alone, {behind:.2f} s sent while two {name} requests ran")
 
 
 class Zeros:
@@ -341,17 +369,32 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "genrewiz-bench-robustness")
     parser.add_argument("--requests", type=int, default=20, help="predictions for the disk figure (default 20)")
     parser.add_argument("--before", metavar="REV", help="git revision whose genrewiz/audio.py to measure too")
+    parser.add_argument("--baseline", metavar="REV", help="git revision whose whole package (and model) to measure too")
+    parser.add_argument("--skip-app", action="store_true", help="the library and the CLI only")
+    parser.add_argument("--app-only", action="store_true", help="the served app only")
     args = parser.parse_args()
     inputs = make_inputs(args.work)
+    baseline = None
+    if args.baseline:
+        tree = args.work / f"tree_{args.baseline}"
+        if not tree.is_dir():
+            tree.mkdir(parents=True)
+            archive = subprocess.run(["git", "archive", args.baseline, "genrewiz"], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        baseline = (args.baseline, tree)
     before = None
     if args.before:
         before = args.work / f"audio_{args.before}.py"
         source = subprocess.run(["git", "show", f"{args.before}:genrewiz/audio.py"], cwd=ROOT, capture_output=True, check=True)
         before.write_bytes(source.stdout)
     print("inputs: " + ", ".join(f"{name} ({path.stat().st_size / MB:.0f} MB)" for name, path in inputs.items()))
-    library(inputs, before)
-    cli(inputs)
-    served(inputs, args.work, args.requests)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    if not args.app_only:
+        library(inputs, before, baseline)
+        cli(inputs)
+    if not args.skip_app:
+        served(inputs, args.work, args.requests)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
-from .engine import OnnxEngine, TorchEngine
+from .engine import PATCH_CHUNK, OnnxEngine, Progress, TorchEngine
 from .features import FeatureConfig, log_mel, make_windows
 from .hub import ModelSource, resolve_source
 
@@ -115,6 +115,7 @@ class GenreClassifier:
         num_threads: int | None = 1,
         *,
         engine: OnnxEngine | None = None,
+        patch_chunk: int = PATCH_CHUNK,
     ) -> None:
         """Wrap a loaded ``model`` (run in PyTorch), or an ONNX ``engine`` and its checkpoint's ``source``.
 
@@ -122,7 +123,8 @@ class GenreClassifier:
         process-wide). One is the default because serving overlaps work: the app runs two
         predictions at once and the CLI decodes in other processes, and on busy cores torch's
         spinning threads made a PCRNN training step over 10x slower here. ``None`` leaves the
-        library's own default (one thread per core).
+        library's own default (one thread per core). ``batch_size`` windows and (musicnn)
+        ``patch_chunk`` patches go through the model at once: memory does not grow with a song's length.
         """
         if model is None and engine is None:
             raise ValueError("GenreClassifier needs a model or an engine")
@@ -133,11 +135,12 @@ class GenreClassifier:
                 torch.set_num_threads(num_threads)
             model = model.eval()
         self._model = model
-        self.engine: OnnxEngine | TorchEngine = engine or TorchEngine(model, batch_size)
+        self.engine: OnnxEngine | TorchEngine = engine or TorchEngine(model, batch_size, patch_chunk)
         self.source = source
         self.max_duration = max_duration
         self.batch_size = batch_size
         self.num_threads = num_threads
+        self.patch_chunk = patch_chunk
 
     @classmethod
     def from_pretrained(
@@ -147,14 +150,16 @@ class GenreClassifier:
         cache_dir: str | Path | None = None,
         num_threads: int | None = 1,
         batch_size: int = 16,
+        patch_chunk: int = PATCH_CHUNK,
         **kwargs,
     ) -> GenreClassifier:
         """Load weights from a Hub repo id, a local folder, or (by default) the resolved checkpoint."""
         resolved = resolve_source(source, cache_dir=cache_dir)
-        settings = {"num_threads": num_threads, "batch_size": batch_size, **kwargs}
-        engine = OnnxEngine.for_checkpoint(resolved.directory, num_threads, batch_size)
+        settings = {"num_threads": num_threads, "batch_size": batch_size, "patch_chunk": patch_chunk, **kwargs}
+        engine = OnnxEngine.for_checkpoint(resolved.directory, num_threads, batch_size, patch_chunk)
         if engine is not None:
-            logger.info("GenreWiz weights: %s (ONNX Runtime)", resolved.describe())
+            quantised = " with int8 " + ", ".join(engine.quantization["operators"]) if engine.quantization else ""
+            logger.info("GenreWiz weights: %s (ONNX Runtime%s)", resolved.describe(), quantised)
             return cls(source=resolved, engine=engine, **settings)
         from .model import PCRNN
 
@@ -192,11 +197,18 @@ class GenreClassifier:
             return self.engine.labels
         return tuple(self.model.labels)
 
-    def predict(self, audio: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None) -> Prediction:
-        """Classify a whole song from a path, or from a waveform array with its ``sample_rate``."""
-        return self.classify(analyse(audio, self.config, sample_rate, self.max_duration))
+    def predict(
+        self, audio: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None, progress: Progress | None = None
+    ) -> Prediction:
+        """Classify a whole song from a path, or from a waveform array with its ``sample_rate``.
 
-    def classify(self, analysis: Analysis, cnn_features: np.ndarray | None = None) -> Prediction:
+        ``progress`` is called with the fraction of the model's work done, a few times per song.
+        """
+        return self.classify(analyse(audio, self.config, sample_rate, self.max_duration), progress=progress)
+
+    def classify(
+        self, analysis: Analysis, cnn_features: np.ndarray | None = None, progress: Progress | None = None
+    ) -> Prediction:
         """Run the model over every window of an analysed song and average the probabilities.
 
         ``cnn_features`` is the CNN branch's output for the song's windows when it is already
@@ -207,7 +219,7 @@ class GenreClassifier:
             AudioError: the model's output is not finite (never returned as an answer).
         """
         windows = make_windows(analysis.mel, self.config)
-        probs = self.window_probabilities(windows.data, cnn_features)
+        probs = self.window_probabilities(windows.data, cnn_features, progress)
         if not np.all(np.isfinite(probs)):
             raise AudioError("the audio could not be analysed: the model produced invalid (non-finite) scores")
         return Prediction(
@@ -221,11 +233,13 @@ class GenreClassifier:
             padded=windows.padded,
         )
 
-    def window_probabilities(self, windows: np.ndarray, cnn_features: np.ndarray | None = None) -> np.ndarray:
+    def window_probabilities(
+        self, windows: np.ndarray, cnn_features: np.ndarray | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
 
         A known ``cnn_features`` always runs in PyTorch (the ONNX graph is the whole model).
         """
         if cnn_features is not None and not isinstance(self.engine, TorchEngine):
-            return TorchEngine(self.model, self.batch_size).window_probabilities(windows, cnn_features)
-        return self.engine.window_probabilities(windows, cnn_features)
+            return TorchEngine(self.model, self.batch_size, self.patch_chunk).window_probabilities(windows, cnn_features)
+        return self.engine.window_probabilities(windows, cnn_features, progress)

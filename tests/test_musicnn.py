@@ -104,3 +104,62 @@ def test_logc_front_end_is_musicnns_compression():
     assert np.isfinite(loud).all() and loud.max() > mel.max()
     db = to_db(mel, MUSICNN_FEATURES)
     assert db.max() == pytest.approx(0.0, abs=1e-3) and db.min() >= -MUSICNN_FEATURES.top_db
+
+
+def test_exact_front_end_rewrite_equals_the_front_end():
+    """The export's rewrite (dead filters as constants, flipped filters, max first, padded channels) = the front end.
+
+    Weights with batch-norm scales of both signs, filters that are dead (vanished weights, negative
+    bias: most of MSD_musicnn's) and filters with vanished weights but a positive bias (not dead).
+    """
+    from genrewiz.musicnn import LOGC_BOUND, ExactFrontEnd
+
+    torch.manual_seed(0)
+    trunk = MusiCNN().eval()
+    dead = 0
+    with torch.no_grad():
+        for conv, bn in zip([*trunk.timbral, *trunk.temporal], [*trunk.timbral_bn, *trunk.temporal_bn]):
+            bn.weight.normal_()  # about half negative
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            conv.weight[::2] *= 1e-30  # every other filter vanishes ...
+            conv.bias[::4] = -conv.bias[::4].abs() - 1e-3  # ... half of those are dead, the other half keep a bias
+            conv.bias[2::4] = conv.bias[2::4].abs() + 1e-3
+            dead += len(conv.bias[::4])
+    rewritten = ExactFrontEnd(trunk, n_mels=96).eval()
+    assert rewritten.dead_value.numel() == dead and sum(rewritten.channels) == 561 - dead
+    assert 0 < int((rewritten.sign < 0).sum()) < rewritten.sign.numel()
+    assert all(conv.out_channels % 8 == 0 for conv in rewritten.convs)
+    for patches in (torch.rand(3, PATCH_FRAMES, 96) * 10, torch.rand(2, PATCH_FRAMES, 96) * LOGC_BOUND):
+        with torch.inference_mode():
+            expected, got = trunk.frontend_maps(patches), rewritten(patches)
+        assert got.shape == expected.shape == (len(patches), 561, PATCH_FRAMES)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_exact_front_end_rewrite_of_msd_musicnn(trunk):
+    """On the real weights, on real patches and on the loudest input the log compression can give."""
+    from genrewiz.musicnn import LOGC_BOUND, ExactFrontEnd
+
+    rewritten = ExactFrontEnd(trunk, n_mels=96).eval()
+    assert sum(rewritten.channels) < 561 / 2  # most of musicnn's front-end filters are dead
+    loudest = torch.full((1, PATCH_FRAMES, 96), LOGC_BOUND)
+    for patches in (torch.from_numpy(np.load(FIXTURE)["patches"]), loudest, torch.zeros(1, PATCH_FRAMES, 96)):
+        with torch.inference_mode():
+            torch.testing.assert_close(rewritten(patches), trunk.frontend_maps(patches), atol=1e-4, rtol=1e-5)
+
+
+def test_exported_trunk_stage_equals_torch_embeddings(trunk, tmp_path):
+    """The ONNX graph's first stage (rewritten front end) gives the torch trunk's embeddings on real patches."""
+    from genrewiz.engine import ONNX_FILE, OnnxEngine
+
+    model = PCRNN(features=MUSICNN_FEATURES, cnn_branch="musicnn", rnn_pool=(8, 2)).eval()
+    model.cnn.trunk.load_state_dict(trunk.state_dict())
+    model.save_pretrained(tmp_path)
+    engine = OnnxEngine(tmp_path / ONNX_FILE)
+    patches = np.load(FIXTURE)["patches"]
+    got = engine.session.run(["patch_embeddings"], engine.trunk_feeds(patches))[0]
+    with torch.inference_mode():
+        expected = trunk.embed(torch.from_numpy(patches)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
