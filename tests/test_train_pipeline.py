@@ -15,7 +15,8 @@ from train.train import main as train_main
 pytestmark = pytest.mark.slow
 
 FEATURES = json.dumps(TINY.to_dict())
-EVALUATION_FILES = ("classification_report.txt", "confusion_matrix.png", "curves.png", "metrics.json", "reliability.png")
+CV_FILES = ("classification_report.txt", "confusion_matrix.png", "curves.png", "metrics.json")
+EVALUATION_FILES = (*CV_FILES, "reliability.png")
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +86,15 @@ def test_kfold_report_and_all_clips_checkpoint(gtzan, tmp_path, monkeypatch):
     for key in ("accuracy", "accuracy_std", "macro_f1", "macro_f1_std", "pooled_accuracy", "seconds_per_fold"):
         assert isinstance(cv[key], float)
     assert sum(map(sum, cv["confusion_matrix"])) == 15
-    for name in EVALUATION_FILES:
+    for name in CV_FILES:
         assert (tmp_path / "cv" / name).is_file()
 
-    history = _train(gtzan, tmp_path / "all", "--split", "all", "--epochs", "2")
+    history = _train(gtzan, tmp_path / "all", "--split", "all", "--epochs", "2", "--calibration-folds", "3")
     assert history["n_train"] == 15 and history["n_valid"] == 0 and len(history["epochs"]) == 2
+    calibration = history["calibration"]
+    assert calibration["n_clips"] == 15 and "3-fold" in calibration["fitted_on"]
+    assert json.loads((tmp_path / "all" / "config.json").read_text())["temperature"] == calibration["temperature"]
+    assert [p.name for p in sorted((tmp_path / "all" / "calibration").iterdir())] == ["fold1", "fold2", "fold3"]
 
     shipped = card.finish_checkpoint(tmp_path / "all", tmp_path / "cv", tmp_path / "weights", "a synthetic test set")
     metrics = json.loads((shipped / "metrics.json").read_text())

@@ -246,6 +246,10 @@ def clip_probabilities(model: PCRNN, examples: list[Example]) -> np.ndarray:
     return calibrate.clip_probabilities(window_probabilities(model, examples))
 
 
+MIN_CALIBRATION_CLIPS = 10
+"""Held-out clips needed to fit a temperature: on fewer, it runs to its bounds and means nothing."""
+
+
 def calibration_report(windows: list[np.ndarray], truth: np.ndarray, fitted_on: str) -> dict:
     """The temperature fitted on held-out ``windows``, and the calibration error before and after it.
 
@@ -592,11 +596,15 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, result = train_split(splits[0], mels, setup, recipe, args.out,
                                     select_best=bool(splits[0].valid) and not args.keep_last)
-        if splits[0].valid:
+        held_out_clips = len(splits[0].valid) if splits[0].valid else len(splits[0].train) * (args.calibration_folds > 1)
+        if held_out_clips < MIN_CALIBRATION_CLIPS:
+            logger.warning("temperature left at 1: %d held-out clips, %d needed to fit one", held_out_clips,
+                           MIN_CALIBRATION_CLIPS)
+        elif splits[0].valid:
             held_out = make_examples(splits[0].valid, mels, setup, model, recipe, views=False)
             result["calibration"] = calibration_report(window_probabilities(model, held_out),
                                                        np.array([e.label for e in held_out]), f"{splits[0].name} valid")
-        elif args.calibration_folds > 1:
+        else:
             result["calibration"] = cross_fitted_calibration(splits[0].train, mels, setup, recipe,
                                                              args.out / "calibration", args.calibration_folds)
         if "calibration" in result:
