@@ -47,7 +47,7 @@ from starlette.middleware import Middleware
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
-from genrewiz.engine import FairTurns, OnnxEngine, Progress
+from genrewiz.engine import FairTurns, Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -479,8 +479,7 @@ def build_demo(
     """
     config = classifier.config
     source = classifier.source
-    if isinstance(classifier.engine, OnnxEngine):
-        classifier.engine.turns = FairTurns()
+    classifier.engine.turns = FairTurns()
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     metrics = source.metrics() if source else None
     if source is not None and source.fallback_reason:  # the log's business, not the page's

@@ -1,61 +1,97 @@
-"""Inference engines: the same window probabilities from PyTorch or from ONNX Runtime.
+"""Inference engines: the same window probabilities from PyTorch or from ONNX Runtime, behind one interface.
 
-A checkpoint folder may hold ``model.onnx`` next to ``model.safetensors``
-(:meth:`genrewiz.model.PCRNN.save_pretrained` writes both). The ONNX graph is 8-12x faster
-on one CPU thread than torch eager, and ``onnxruntime`` imports in a tenth of the time torch
-does, so :class:`OnnxEngine` serves whenever the graph matches the weights beside it. The graph
-carries the SHA-256 of the ``model.safetensors`` it was exported from, plus the labels and the
-:class:`~genrewiz.features.FeatureConfig`, so it is self-describing and a stale graph is never
-used. :class:`TorchEngine` runs the PCRNN itself: the fallback, and what training uses (it also
-accepts a cached CNN-branch output).
+An :class:`Engine` has ``name``, ``labels``, ``config`` and ``window_probabilities``;
+:func:`load_engine` picks one for a checkpoint folder. A folder may hold ``model.onnx`` next to
+``model.safetensors`` (:meth:`genrewiz.model.PCRNN.save_pretrained` writes both, through
+:mod:`genrewiz.export`). ONNX Runtime runs the graph much faster than torch eager and imports
+in a fraction of torch's time, so :class:`OnnxEngine` serves whenever the graph matches the
+weights beside it: the graph carries their SHA-256, the labels and the
+:class:`~genrewiz.features.FeatureConfig` (:mod:`genrewiz.checkpoint`), so a stale graph is
+never used. :class:`TorchEngine` runs the PCRNN itself: the fallback, and what training uses.
 
 This module imports neither torch nor onnx at import time; each is imported where it is needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .checkpoint import (
+    META_FEATURES,
+    META_LABELS,
+    META_PATCH_FRAMES,
+    META_QUANTIZATION,
+    META_WEIGHTS,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    weights_digest,
+)
 from .features import FeatureConfig
 
 if TYPE_CHECKING:
     from .model import PCRNN
 
-logger = logging.getLogger("genrewiz")
+logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-WEIGHTS_FILE = "model.safetensors"
-OPSET = 17
-_META_WEIGHTS = "genrewiz.weights_sha256"
-_META_LABELS = "genrewiz.labels"
-_META_FEATURES = "genrewiz.features"
-_META_PATCH_FRAMES = "genrewiz.patch_frames"
-META_QUANTIZATION = "genrewiz.quantization"
-"""Metadata key of a quantised graph: JSON saying which operators are int8, how, and calibrated on what."""
 _STAGE_INPUTS = ("patches", "x", "embeddings")
 PATCH_CHUNK = 4
 """Patches the musicnn trunk runs on at once: its front-end activations are tens of MB per patch."""
 
 
-def weights_digest(path: str | Path) -> str:
-    """SHA-256 of a weights file: what ties an ONNX graph to the weights it was exported from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 Progress = Callable[[float], None]
 """Called with the fraction of a song's model work done so far (0 to 1), e.g. to drive a progress bar."""
+
+
+class Engine(Protocol):
+    """What runs a checkpoint's model: its labels, its feature settings, and window probabilities."""
+
+    name: str
+    turns: FairTurns | None
+    """When set, concurrent songs' model runs take turns in arrival order (the app sets it)."""
+
+    @property
+    def description(self) -> str:
+        """What runs the model, for a log line (e.g. ``ONNX Runtime with int8 Conv``)."""
+        ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def config(self) -> FeatureConfig: ...
+
+    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows."""
+        ...
+
+
+def load_engine(
+    directory: str | Path, num_threads: int | None = 1, batch_size: int = 16, patch_chunk: int = PATCH_CHUNK
+) -> Engine:
+    """The engine for a checkpoint folder: ONNX Runtime when its graph matches its weights, PyTorch otherwise.
+
+    ``num_threads`` is the intra-op thread count of whichever runs the model (for torch,
+    process-wide); ``None`` leaves the library's default (one thread per core).
+    """
+    engine = OnnxEngine.for_checkpoint(directory, num_threads, batch_size, patch_chunk)
+    if engine is not None:
+        return engine
+    import torch
+
+    from .model import PCRNN
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    return TorchEngine(PCRNN.from_pretrained(directory), batch_size, patch_chunk)
 
 
 def distinct_patches(windows: np.ndarray, patch_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,43 +196,60 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model: PCRNN, batch_size: int = 16, patch_chunk: int = PATCH_CHUNK) -> None:
-        self.model = model
+        self.model = model.eval()
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
+        self.turns: FairTurns | None = None
 
-    def window_probabilities(
-        self, windows: np.ndarray, cnn_features: np.ndarray | None = None, progress: Progress | None = None
-    ) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
+    description = "PyTorch"
 
-        ``cnn_features`` is the CNN branch's output for those windows when already known (a frozen
-        pretrained branch's, cached by training); only the rest of the model then runs.
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.model.labels)
+
+    @property
+    def config(self) -> FeatureConfig:
+        return self.model.features
+
+    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            if self.model.cnn_branch == "musicnn":
+                from .musicnn import PATCH_FRAMES, logits_from_embeddings
+
+                def embed(patches: np.ndarray) -> np.ndarray:
+                    with self.turns or contextlib.nullcontext():
+                        return self.model.cnn.trunk.embed(torch.from_numpy(patches).to(device)).cpu().numpy()
+
+                def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
+                    tensors = torch.from_numpy(embeddings).to(device), torch.from_numpy(x).to(device)
+                    with self.turns or contextlib.nullcontext():
+                        return logits_from_embeddings(self.model, *tensors).cpu().numpy()
+
+                logits = patched_logits(windows, PATCH_FRAMES, embed, head, self.patch_chunk, self.batch_size, progress)
+                return softmax(logits)
+            batches = [self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(device)).cpu().numpy()
+                       for i in range(0, len(windows), self.batch_size)]
+        return softmax(np.concatenate(batches))
+
+    def head_probabilities(self, windows: np.ndarray, cnn_features: np.ndarray) -> np.ndarray:
+        """Softmax probabilities from the CNN branch's known output for ``windows`` (training caches a frozen branch's).
+
+        Only the rest of the model runs: the RNN branch over the windows and the classifier.
         """
         import torch
 
         device = next(self.model.parameters()).device
         with torch.inference_mode():
-            if cnn_features is None and self.model.cnn_branch == "musicnn":
-                from .musicnn import PATCH_FRAMES, logits_from_embeddings
-
-                def embed(patches: np.ndarray) -> np.ndarray:
-                    return self.model.cnn.trunk.embed(torch.from_numpy(patches).to(device)).cpu().numpy()
-
-                def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
-                    tensors = torch.from_numpy(embeddings).to(device), torch.from_numpy(x).to(device)
-                    return logits_from_embeddings(self.model, *tensors).cpu().numpy()
-
-                logits = patched_logits(windows, PATCH_FRAMES, embed, head, self.patch_chunk, self.batch_size, progress)
-                return softmax(logits)
-            batches = []
-            for i in range(0, len(windows), self.batch_size):
-                x = torch.from_numpy(windows[i : i + self.batch_size]).to(device)
-                if cnn_features is None:
-                    logits = self.model(x)
-                else:
-                    logits = self.model.head(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device), x)
-                batches.append(torch.softmax(logits, dim=1).cpu())
-        return torch.cat(batches).numpy()
+            batches = [
+                self.model.head(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device),
+                                torch.from_numpy(windows[i : i + self.batch_size]).to(device)).cpu().numpy()
+                for i in range(0, len(windows), self.batch_size)
+            ]
+        return softmax(np.concatenate(batches))
 
 
 class OnnxEngine:
@@ -208,7 +261,7 @@ class OnnxEngine:
     CLI decodes in worker processes on the other cores. Threads do not spin while idle, so a
     busy, shared machine does not lose a core to waiting.
 
-    A musicnn PCRNN's graph has two stages (:class:`genrewiz.musicnn.PatchedPCRNN`), run as
+    A musicnn PCRNN's graph has two stages (:class:`genrewiz.export.PatchedPCRNN`), run as
     :func:`patched_logits` says. ONNX Runtime's CPU memory arena stays on (without it every
     activation is a fresh allocation and the model runs markedly slower), but the runs that end
     a song (the head's) shrink it, so the arena holds a few patches' activations while a song
@@ -241,14 +294,14 @@ class OnnxEngine:
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.weights_sha256 = meta.get(_META_WEIGHTS)
-        self.labels: tuple[str, ...] = tuple(json.loads(meta[_META_LABELS])) if _META_LABELS in meta else ()
-        self.config = FeatureConfig.from_dict(json.loads(meta[_META_FEATURES])) if _META_FEATURES in meta else None
+        self.weights_sha256 = meta.get(META_WEIGHTS)
+        self.labels: tuple[str, ...] = tuple(json.loads(meta[META_LABELS])) if META_LABELS in meta else ()
+        self.config = FeatureConfig.from_dict(json.loads(meta[META_FEATURES])) if META_FEATURES in meta else None
         self.quantization: dict | None = json.loads(meta[META_QUANTIZATION]) if META_QUANTIZATION in meta else None
         self._inputs = tuple(i.name for i in self.session.get_inputs())
         if self._inputs not in (_STAGE_INPUTS, ("x",)):
             raise ValueError(f"graph inputs {self._inputs} are neither {_STAGE_INPUTS} nor ('x',): exported by an older GenreWiz")
-        self.patch_frames = int(meta[_META_PATCH_FRAMES]) if self._inputs == _STAGE_INPUTS else None
+        self.patch_frames = int(meta[META_PATCH_FRAMES]) if self._inputs == _STAGE_INPUTS else None
 
     @classmethod
     def for_checkpoint(
@@ -277,12 +330,12 @@ class OnnxEngine:
             return None
         return engine
 
-    def window_probabilities(
-        self, windows: np.ndarray, cnn_features: np.ndarray | None = None, progress: Progress | None = None
-    ) -> np.ndarray:
+    @property
+    def description(self) -> str:
+        return "ONNX Runtime" + (" with int8 " + ", ".join(self.quantization["operators"]) if self.quantization else "")
+
+    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
-        if cnn_features is not None:
-            raise ValueError("the ONNX graph runs the whole model; a known CNN-branch output needs TorchEngine")
         if self.patch_frames is None:
             batches = [
                 self._run(None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)}, self._release)[0]
@@ -331,57 +384,3 @@ def has_quantized_operators(path: str | Path) -> bool:
     """
     data = Path(path).read_bytes()
     return any(op in data for op in (b"DequantizeLinear", b"QLinearConv", b"ConvInteger", b"MatMulInteger"))
-
-
-def export_onnx(model: PCRNN, path: str | Path, weights_sha256: str) -> None:
-    """Write ``model`` (in eval mode, on the CPU) as an ONNX graph with dynamic batch axes.
-
-    A from-scratch PCRNN maps windows ``x`` to logits. A musicnn PCRNN is exported as
-    :class:`~genrewiz.musicnn.PatchedPCRNN`, inputs ``patches``, ``x``, ``embeddings`` and
-    outputs ``patch_embeddings``, ``logits``, so that :class:`OnnxEngine` runs the trunk once
-    per distinct patch, a few patches at a time, with the exact front-end rewrite. Needs the
-    ``onnx`` package (``torch.onnx.export`` uses it, and it writes the metadata): a
-    training-time dependency, never a serving one. ``model`` is left as it was.
-    """
-    import copy
-    import warnings
-
-    import onnx
-    import torch
-
-    frozen = copy.deepcopy(model).cpu().eval()
-    x = torch.zeros(2, 1, model.features.window_frames, model.features.n_mels)
-    metadata = {
-        _META_WEIGHTS: weights_sha256,
-        _META_LABELS: json.dumps(list(model.labels)),
-        _META_FEATURES: json.dumps(model.features.to_dict(), sort_keys=True),
-    }
-    if model.cnn_branch == "musicnn":
-        from .musicnn import EMBEDDING_SIZE, PATCH_FRAMES, PatchedPCRNN
-
-        graph_module: torch.nn.Module = PatchedPCRNN(frozen)
-        per_window = model.features.window_frames // PATCH_FRAMES
-        patches = torch.zeros(3, PATCH_FRAMES, model.features.n_mels)
-        inputs: tuple = (patches, x, torch.zeros(2, per_window, EMBEDDING_SIZE))
-        axes = {"patches": {0: "p"}, "x": {0: "n"}, "embeddings": {0: "n"}, "patch_embeddings": {0: "p"}, "logits": {0: "n"}}
-        outputs = ["patch_embeddings", "logits"]
-        metadata[_META_PATCH_FRAMES] = str(PATCH_FRAMES)
-    else:
-        graph_module, inputs, axes, outputs = frozen, (x,), {"x": {0: "n"}, "logits": {0: "n"}}, ["logits"]
-    path = Path(path)
-    with warnings.catch_warnings():  # the TorchScript exporter's notes on GRU batch sizes and constant folding
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph_module,
-            inputs,
-            str(path),
-            input_names=list(axes)[: len(inputs)],
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    graph = onnx.load(str(path))
-    for key, value in metadata.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(path))

@@ -35,7 +35,7 @@ from torch import nn
 
 from .features import FeatureConfig
 
-logger = logging.getLogger("genrewiz")
+logger = logging.getLogger(__name__)
 
 GTZAN_GENRES: tuple[str, ...] = (
     "blues",
@@ -200,7 +200,8 @@ class PCRNN(
         weights are written, and the checkpoint is served by PyTorch.
         """
         super()._save_pretrained(save_directory)
-        from .engine import ONNX_FILE, WEIGHTS_FILE, export_onnx, weights_digest
+        from .checkpoint import ONNX_FILE, WEIGHTS_FILE, weights_digest
+        from .export import export_onnx
 
         onnx_path = Path(save_directory) / ONNX_FILE
         onnx_path.unlink(missing_ok=True)

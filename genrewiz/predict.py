@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
-from .engine import PATCH_CHUNK, OnnxEngine, Progress, TorchEngine
+from .engine import PATCH_CHUNK, Engine, Progress, TorchEngine, load_engine
 from .features import FeatureConfig, log_mel, make_windows
 from .hub import ModelSource, resolve_source
 
 if TYPE_CHECKING:
     from .model import PCRNN
 
-logger = logging.getLogger("genrewiz")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,10 @@ def analyse(
 class GenreClassifier:
     """A loaded PCRNN and its feature settings, ready to classify any number of songs.
 
-    :meth:`from_pretrained` serves a checkpoint with ONNX Runtime when its folder has a
-    ``model.onnx`` exported from its weights (:class:`~genrewiz.engine.OnnxEngine`; torch is
-    then not even imported), and with PyTorch otherwise. ``engine`` says which.
+    :meth:`from_pretrained` serves a checkpoint through :func:`~genrewiz.engine.load_engine`:
+    ONNX Runtime when its folder has a ``model.onnx`` exported from its weights (torch is then
+    not even imported), PyTorch otherwise. ``engine`` says which; the classifier itself never
+    asks.
 
     Example:
         >>> classifier = GenreClassifier.from_pretrained()          # doctest: +SKIP
@@ -114,33 +115,31 @@ class GenreClassifier:
         batch_size: int = 16,
         num_threads: int | None = 1,
         *,
-        engine: OnnxEngine | None = None,
+        engine: Engine | None = None,
         patch_chunk: int = PATCH_CHUNK,
     ) -> None:
-        """Wrap a loaded ``model`` (run in PyTorch), or an ONNX ``engine`` and its checkpoint's ``source``.
+        """Wrap a loaded ``model`` (run in PyTorch), or an ``engine`` and its checkpoint's ``source``.
 
         ``num_threads`` is the intra-op thread count of whichever runs the model (for torch,
-        process-wide). One is the default because serving overlaps work: the app runs two
+        process-wide). One is the default because serving overlaps work: the app runs several
         predictions at once and the CLI decodes in other processes, and on busy cores torch's
-        spinning threads made a PCRNN training step over 10x slower here. ``None`` leaves the
-        library's own default (one thread per core). ``batch_size`` windows and (musicnn)
-        ``patch_chunk`` patches go through the model at once: memory does not grow with a song's length.
+        spinning threads slow everything down. ``None`` leaves the library's own default (one
+        thread per core). ``batch_size`` windows and (musicnn) ``patch_chunk`` patches go
+        through the model at once: memory does not grow with a song's length.
         """
-        if model is None and engine is None:
-            raise ValueError("GenreClassifier needs a model or an engine")
         if engine is None:
+            if model is None:
+                raise ValueError("GenreClassifier needs a model or an engine")
             import torch
 
             if num_threads is not None:
                 torch.set_num_threads(num_threads)
-            model = model.eval()
+            engine = TorchEngine(model, batch_size, patch_chunk)
         self._model = model
-        self.engine: OnnxEngine | TorchEngine = engine or TorchEngine(model, batch_size, patch_chunk)
+        self.engine = engine
         self.source = source
         self.max_duration = max_duration
-        self.batch_size = batch_size
         self.num_threads = num_threads
-        self.patch_chunk = patch_chunk
 
     @classmethod
     def from_pretrained(
@@ -155,21 +154,13 @@ class GenreClassifier:
     ) -> GenreClassifier:
         """Load weights from a Hub repo id, a local folder, or (by default) the resolved checkpoint."""
         resolved = resolve_source(source, cache_dir=cache_dir)
-        settings = {"num_threads": num_threads, "batch_size": batch_size, "patch_chunk": patch_chunk, **kwargs}
-        engine = OnnxEngine.for_checkpoint(resolved.directory, num_threads, batch_size, patch_chunk)
-        if engine is not None:
-            quantised = " with int8 " + ", ".join(engine.quantization["operators"]) if engine.quantization else ""
-            logger.info("GenreWiz weights: %s (ONNX Runtime%s)", resolved.describe(), quantised)
-            return cls(source=resolved, engine=engine, **settings)
-        from .model import PCRNN
-
-        model = PCRNN.from_pretrained(resolved.directory)
-        logger.info("GenreWiz weights: %s (PyTorch)", resolved.describe())
-        return cls(model, resolved, **settings)
+        engine = load_engine(resolved.directory, num_threads, batch_size, patch_chunk)
+        logger.info("GenreWiz weights: %s (%s)", resolved.describe(), engine.description)
+        return cls(source=resolved, engine=engine, num_threads=num_threads, **kwargs)
 
     @property
     def model(self) -> PCRNN:
-        """The PCRNN in PyTorch; loaded from the checkpoint on first use when ONNX Runtime serves."""
+        """The PCRNN in PyTorch: the one given, else loaded from the checkpoint on first use."""
         if self._model is None:
             if self.source is None:
                 raise ValueError("no checkpoint folder to load the PyTorch model from")
@@ -185,17 +176,12 @@ class GenreClassifier:
     @property
     def config(self) -> FeatureConfig:
         """The feature settings the model was trained with."""
-        if isinstance(self.engine, OnnxEngine):
-            assert self.engine.config is not None  # for_checkpoint only accepts graphs that carry it
-            return self.engine.config
-        return self.model.features
+        return self.engine.config
 
     @property
     def labels(self) -> tuple[str, ...]:
         """Genre names in the model's output order."""
-        if isinstance(self.engine, OnnxEngine):
-            return self.engine.labels
-        return tuple(self.model.labels)
+        return self.engine.labels
 
     def predict(
         self, audio: str | os.PathLike[str] | np.ndarray, sample_rate: int | None = None, progress: Progress | None = None
@@ -206,20 +192,14 @@ class GenreClassifier:
         """
         return self.classify(analyse(audio, self.config, sample_rate, self.max_duration), progress=progress)
 
-    def classify(
-        self, analysis: Analysis, cnn_features: np.ndarray | None = None, progress: Progress | None = None
-    ) -> Prediction:
+    def classify(self, analysis: Analysis, progress: Progress | None = None) -> Prediction:
         """Run the model over every window of an analysed song and average the probabilities.
-
-        ``cnn_features`` is the CNN branch's output for the song's windows when it is already
-        known (training caches a frozen pretrained branch's); the rest of the path is the same,
-        in PyTorch.
 
         Raises:
             AudioError: the model's output is not finite (never returned as an answer).
         """
         windows = make_windows(analysis.mel, self.config)
-        probs = self.window_probabilities(windows.data, cnn_features, progress)
+        probs = self.window_probabilities(windows.data, progress)
         if not np.all(np.isfinite(probs)):
             raise AudioError("the audio could not be analysed: the model produced invalid (non-finite) scores")
         return Prediction(
@@ -233,13 +213,6 @@ class GenreClassifier:
             padded=windows.padded,
         )
 
-    def window_probabilities(
-        self, windows: np.ndarray, cnn_features: np.ndarray | None = None, progress: Progress | None = None
-    ) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in batches.
-
-        A known ``cnn_features`` always runs in PyTorch (the ONNX graph is the whole model).
-        """
-        if cnn_features is not None and not isinstance(self.engine, TorchEngine):
-            return TorchEngine(self.model, self.batch_size, self.patch_chunk).window_probabilities(windows, cnn_features)
-        return self.engine.window_probabilities(windows, cnn_features, progress)
+    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
+        return self.engine.window_probabilities(windows, progress)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from genrewiz import GenreClassifier
-from genrewiz.engine import ONNX_FILE, OnnxEngine, TorchEngine
+from genrewiz.checkpoint import ONNX_FILE
+from genrewiz.engine import OnnxEngine, TorchEngine
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
@@ -95,20 +96,21 @@ def test_checkpoint_without_onnx_runs_in_torch(tmp_path):
     assert classifier.predict(synth_clip("pad", 5.0), 22_050).probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_known_cnn_features_run_in_torch_beside_onnx(tmp_path):
-    """Training's path (a cached CNN-branch output) still works on a classifier ONNX serves."""
-    folder = _checkpoint(tmp_path / "ck", "scratch")
+@pytest.mark.parametrize("branch", ["scratch", "musicnn"])
+def test_head_probabilities_from_a_known_cnn_output_equal_the_whole_model(tmp_path, branch):
+    """Training's path (a cached CNN-branch output, TorchEngine.head_probabilities) answers as serving does."""
+    folder = _checkpoint(tmp_path / "ck", branch)
     classifier = GenreClassifier.from_pretrained(folder)
-    waveform = synth_clip("chirp", 40.0)
     from genrewiz.features import make_windows
     from genrewiz.predict import analyse
 
-    analysis = analyse(waveform, classifier.config, 22_050)
-    windows = torch.from_numpy(make_windows(analysis.mel, classifier.config).data)
+    analysis = analyse(synth_clip("chirp", 40.0), classifier.config, 22_050)
+    windows = make_windows(analysis.mel, classifier.config).data
+    model = PCRNN.from_pretrained(folder)
     with torch.inference_mode():
-        cnn = classifier.model.cnn(windows).numpy()
-    known = classifier.classify(analysis, cnn)
-    np.testing.assert_allclose(known.window_probabilities, classifier.classify(analysis).window_probabilities, atol=1e-4)
+        cnn = model.cnn(torch.from_numpy(windows)).numpy()
+    known = TorchEngine(model).head_probabilities(windows, cnn)
+    np.testing.assert_allclose(known, classifier.classify(analysis).window_probabilities, atol=1e-4)
 
 
 def test_onnx_serving_never_imports_torch(tmp_path):

@@ -112,7 +112,7 @@ def test_exact_front_end_rewrite_equals_the_front_end():
     Weights with batch-norm scales of both signs, filters that are dead (vanished weights, negative
     bias: most of MSD_musicnn's) and filters with vanished weights but a positive bias (not dead).
     """
-    from genrewiz.musicnn import LOGC_BOUND, ExactFrontEnd
+    from genrewiz.export import LOGC_BOUND, ExactFrontEnd
 
     torch.manual_seed(0)
     trunk = MusiCNN().eval()
@@ -140,7 +140,7 @@ def test_exact_front_end_rewrite_equals_the_front_end():
 
 def test_exact_front_end_rewrite_of_msd_musicnn(trunk):
     """On the real weights, on real patches and on the loudest input the log compression can give."""
-    from genrewiz.musicnn import LOGC_BOUND, ExactFrontEnd
+    from genrewiz.export import LOGC_BOUND, ExactFrontEnd
 
     rewritten = ExactFrontEnd(trunk, n_mels=96).eval()
     assert sum(rewritten.channels) < 561 / 2  # most of musicnn's front-end filters are dead
@@ -152,7 +152,8 @@ def test_exact_front_end_rewrite_of_msd_musicnn(trunk):
 
 def test_exported_trunk_stage_equals_torch_embeddings(trunk, tmp_path):
     """The ONNX graph's first stage (rewritten front end) gives the torch trunk's embeddings on real patches."""
-    from genrewiz.engine import ONNX_FILE, OnnxEngine
+    from genrewiz.checkpoint import ONNX_FILE
+    from genrewiz.engine import OnnxEngine
 
     model = PCRNN(features=MUSICNN_FEATURES, cnn_branch="musicnn", rnn_pool=(8, 2)).eval()
     model.cnn.trunk.load_state_dict(trunk.state_dict())

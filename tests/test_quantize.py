@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from genrewiz import GenreClassifier
-from genrewiz.engine import META_QUANTIZATION, ONNX_FILE, OnnxEngine, TorchEngine
+from genrewiz.checkpoint import META_QUANTIZATION, ONNX_FILE
+from genrewiz.engine import OnnxEngine, TorchEngine
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from train.quantize import main

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genrewiz.engine import META_QUANTIZATION, ONNX_FILE, WEIGHTS_FILE, OnnxEngine, distinct_patches, export_onnx, weights_digest
+from genrewiz.checkpoint import META_QUANTIZATION, ONNX_FILE, WEIGHTS_FILE, weights_digest
+from genrewiz.engine import OnnxEngine, distinct_patches
+from genrewiz.export import export_onnx
 from genrewiz.features import make_windows
 from genrewiz.model import PCRNN
 from genrewiz.predict import analyse

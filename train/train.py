@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from genrewiz.features import FeatureConfig
+from genrewiz.engine import TorchEngine
+from genrewiz.features import FeatureConfig, make_windows
 from genrewiz.model import CNN_BRANCHES, PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
-from genrewiz.predict import Analysis, GenreClassifier
 from train import calibrate, data, report
 from train.arrival import Arrival
 from train.augment import crop, mixup, spec_augment, view
@@ -226,18 +226,20 @@ def make_examples(
 
 
 def window_probabilities(model: PCRNN, examples: list[Example]) -> list[np.ndarray]:
-    """Each clip's window probabilities through the predictor the app uses, on the model's device.
+    """Each clip's window probabilities, on the model's device, from the windows the predictor cuts.
 
-    A frozen branch's cached window outputs stand in for running it; everything else is the app's path.
+    A frozen branch's cached window outputs stand in for running it (:meth:`TorchEngine.head_probabilities`).
     """
-    classifier = GenreClassifier(model, num_threads=None)
+    engine = TorchEngine(model)
     probabilities = []
     for e in examples:
-        cnn = None
-        if e.windows is not None:
-            with torch.inference_mode():
-                cnn = model.cnn.pool(torch.from_numpy(e.windows)).numpy()
-        probabilities.append(classifier.classify(Analysis(e.mel, 0.0, 0.0), cnn).window_probabilities)
+        windows = make_windows(e.mel, model.features).data
+        if e.windows is None:
+            probabilities.append(engine.window_probabilities(windows))
+            continue
+        with torch.inference_mode():
+            cnn = model.cnn.pool(torch.from_numpy(e.windows).to(next(model.parameters()).device)).cpu().numpy()
+        probabilities.append(engine.head_probabilities(windows, cnn))
     return probabilities
 
 
