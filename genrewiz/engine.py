@@ -245,7 +245,7 @@ class TorchEngine:
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             batches = [
-                self.model.head(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device),
+                self.model.logits_from_cnn(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device),
                                 torch.from_numpy(windows[i : i + self.batch_size]).to(device)).cpu().numpy()
                 for i in range(0, len(windows), self.batch_size)
             ]

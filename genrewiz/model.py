@@ -3,23 +3,17 @@
 The model reads one normalised log-mel window ``(batch, 1, frames, n_mels)`` (time x mel) along
 two branches and concatenates them into one linear layer that returns **logits**:
 
-- CNN: either the original's five from-scratch conv blocks (:class:`ScratchCNN`, 256 features
-  from a 640 x 128 window) or the pretrained musicnn trunk over the window's 3-second patches
+- CNN: either five conv blocks trained from scratch (:class:`ScratchCNN`, 256 features from a
+  640 x 128 window) or the pretrained musicnn trunk over the window's 3-second patches
   (:class:`genrewiz.musicnn.MusicnnBranch`, 400 features); ``config.json`` says which.
 - RNN: MaxPool over the spectrogram (e.g. (4, 2): 160 steps x 64 mel bins) -> bidirectional
-  GRU of 64 units (``batch_first=True``); the last hidden state of each direction -> 128 features.
+  GRU of 64 units, ``batch_first=True`` so it runs over time within each song, never across the
+  batch; the last hidden state of each direction -> 128 features.
 
-The student version this replaces had three bugs, fixed here:
-
-1. its GRU had ``hidden_size=1``, so the recurrent branch passed two numbers to the classifier;
-2. it fed ``(batch, time, features)`` to a GRU built without ``batch_first=True``, so the GRU
-   ran over the batch axis and mixed songs together;
-3. it applied softmax in ``forward`` and then ``CrossEntropyLoss`` (which applies log-softmax
-   itself), flattening the gradients. Here ``forward`` returns logits; softmax happens only
-   at prediction time.
-
-(A fourth, data-side bug, analysing only the first 15 s of a clip, is fixed in
-:mod:`genrewiz.predict`, which classifies whole songs window by window.)
+``forward`` returns logits, not probabilities: ``CrossEntropyLoss`` applies its own
+log-softmax in training, and softmax happens only at prediction time. Whole songs are
+classified window by window in :mod:`genrewiz.predict`. This module imports torch and the
+model's own parts only; export and serving sit above it.
 """
 
 from __future__ import annotations
@@ -62,7 +56,7 @@ class ScratchCNN(nn.Sequential):
     a 640 x 128 window becomes 64 x 4 x 1 = 256 features.
 
     Computed faster than written, with the same outputs and gradients (``tests/test_speed_equivalence.py``;
-    a training step 2.3x faster on one CPU thread, ``benchmarks/bench_training.py``):
+    the speed-up is measured by ``benchmarks/bench_training.py``):
 
     - each block pools before its ReLU: ReLU is monotonic, so it commutes with max pooling, and
       it then touches 4 to 16 times fewer values (forward and backward);
@@ -162,9 +156,9 @@ class PCRNN(
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(batch, 1, frames, n_mels)`` windows to ``(batch, n_labels)`` logits."""
-        return self.head(self.cnn(x), x)
+        return self.logits_from_cnn(self.cnn(x), x)
 
-    def head(self, cnn_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def logits_from_cnn(self, cnn_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits from the CNN branch's output and the windows the RNN branch reads.
 
         Training with a frozen CNN branch passes its cached output here instead of recomputing it.

@@ -224,4 +224,4 @@ def logits_from_embeddings(pcrnn: PCRNN, embeddings: torch.Tensor, x: torch.Tens
     ``pcrnn(x)`` split after the trunk: the one place both engines' second stage (and the ONNX
     export) go through, so a change to the branch's pooling or the head reaches all of them.
     """
-    return pcrnn.head(pcrnn.cnn.pool(embeddings), x)
+    return pcrnn.logits_from_cnn(pcrnn.cnn.pool(embeddings), x)

@@ -103,4 +103,4 @@ def test_scratch_checkpoint_saved_in_nchw_layout_loads_unchanged(tmp_path):
         assert value.shape == state[key].shape and torch.equal(value, state[key])
     x = torch.randn(3, 1, 640, 128)
     with torch.inference_mode():
-        torch.testing.assert_close(loaded(x), loaded.head(original_scratch_cnn(loaded.cnn)(x), x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded(x), loaded.logits_from_cnn(original_scratch_cnn(loaded.cnn)(x), x), atol=1e-5, rtol=1e-5)

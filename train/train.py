@@ -374,7 +374,7 @@ def fit(
                     (x, cnn), y = mixup([x, cnn], y, recipe.mixup_alpha, rng)
                 else:
                     (x,), y = mixup([x], y, recipe.mixup_alpha, rng)
-            logits = model.head(cnn, x) if frozen else model(x)
+            logits = model.logits_from_cnn(cnn, x) if frozen else model(x)
             loss = F.cross_entropy(logits, y, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
