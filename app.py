@@ -47,6 +47,7 @@ from starlette.middleware import Middleware
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.checkpoint import MODEL_THREADS
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -63,10 +64,6 @@ MAX_FILE_SIZE = 120 * 1024 * 1024
 """Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
 CONCURRENCY_LIMIT = 2
 """Predictions run at once; more would only share the same CPU cores (a free Space has two)."""
-MODEL_THREADS = 2
-"""ONNX Runtime threads per prediction: one request alone gets both cores (the musicnn PCRNN's
-window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
-than one thread each, measured)."""
 QUEUE_SIZE = 64
 """Requests waiting beyond that are refused with 'Queue is full' instead of piling up; one client
 may hold :data:`serving.PER_CLIENT_QUEUED` of them."""
@@ -240,7 +237,7 @@ def write_csv(rows: Sequence[Sequence[Any]], folder: Path) -> str:
 def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
     """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar.
 
-    Drawn without a matplotlib Figure (:mod:`genrewiz.plots`): about 12 ms instead of 230.
+    Drawn without a matplotlib Figure (:mod:`genrewiz.plots`), which costs far more per request than the pixels.
     """
     return spectrogram_pixels(to_db(mel, config), config, title)
 

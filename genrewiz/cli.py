@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
+from .checkpoint import MODEL_THREADS
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, Prediction, analyse
 from .results import top_json, windows_json
@@ -59,11 +60,6 @@ FORMATS = ("table", "json", "jsonl", "csv")
 RAY_FORMATS = ("parquet", "jsonl")
 """What ``predict --ray`` writes: a folder of files, one per block of results."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-MODEL_THREADS = 2
-"""ONNX Runtime threads for the model beside the decoding workers. Its pool does not spin, so
-decoding loses nothing where it is the bottleneck (from-scratch PCRNN: 43 files/s with 1 or 2
-threads on 2 cores), and a model-bound checkpoint gets the idle core (musicnn PCRNN: 5.8 -> 8.1
-files/s)."""
 MAX_PATH_WIDTH = 60
 """Widest the table's file column is laid out for; a longer path is shown whole and pushes its row."""
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -47,6 +47,7 @@ from ray.exceptions import AuthenticationError
 from threadpoolctl import threadpool_limits
 
 from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
+from .checkpoint import MODEL_FILES
 from .cli import Row, find_audio_files, unreadable_reason
 from .features import FeatureConfig
 from .predict import Analysis, GenreClassifier, analyse
@@ -85,9 +86,6 @@ _AUTH_HINT = (
     "if the cluster runs without token authentication, set RAY_AUTH_MODE=disabled; if it runs with it, "
     "RAY_AUTH_TOKEN (or the file ~/.ray/auth_token) must hold the cluster's token"
 )
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx")
-"""What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``
-(``model.onnx`` where the checkpoint has one, so that actors serve with ONNX Runtime too)."""
 
 
 @dataclass
@@ -159,7 +157,9 @@ def predict_dataset(
     items = [_item(path) for path in files]
     dataset = ray.data.from_items(items, override_num_blocks=-(-len(files) // files_per_task))
     folder = classifier.source.directory
-    checkpoint = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES if (folder / name).is_file()}
+    # What an actor needs to rebuild the driver's model: model.onnx too where the checkpoint has one,
+    # so that actors serve with ONNX Runtime as the driver does.
+    checkpoint = {name: (folder / name).read_bytes() for name in MODEL_FILES if (folder / name).is_file()}
     pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=most)
     # Different CPU shares keep Ray from fusing decoding into the actors, where it would run
     # one file at a time per model; two decoding tasks per core keep a core busy while a
