@@ -55,7 +55,7 @@ from genrewiz.results import top_json, windows_json
 from genrewiz import verdict as verdict_rule
 from genrewiz.verdict import CLOSE_MARGIN, UNSURE_BELOW
 
-logger = logging.getLogger("genrewiz.app")
+logger = logging.getLogger("genrewiz.app")  # named: run as `python app.py`, __name__ would be "__main__"
 
 EXAMPLES_DIR = Path(__file__).resolve().with_name("examples")
 EXAMPLE_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac")
