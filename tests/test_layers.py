@@ -9,6 +9,7 @@ library function that lives in ``cli.py`` makes every user of it depend on the c
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,14 @@ def test_nothing_but_the_command_line_tests_imports_from_the_cli():
         if module == CLI and name not in CLI_ENTRY_POINTS
     ]
     assert wrong == []
+
+
+def test_the_readme_lists_every_module_below_what_it_imports():
+    """README's module table is the package's layer order: a module imports only modules listed above it."""
+    table = re.findall(r"^\| `genrewiz/(\w+)\.py` \|", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.MULTILINE)
+    order = {f"genrewiz.{name}": place for place, name in enumerate(table)}
+    graph = package_graph()
+    listed = {name for name in graph if name not in ("genrewiz", "genrewiz.__main__")}
+    assert sorted(listed - order.keys()) == [], "modules missing from README's module table"
+    upward = [f"{module} imports {target}" for module in listed for target in graph[module] if order.get(target, -1) >= order[module]]
+    assert sorted(upward) == [], "README's table lists these modules above what they import"
