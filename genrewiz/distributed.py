@@ -187,8 +187,8 @@ def predict_to(
     Connects to the cluster at ``address`` (else ``$RAY_ADDRESS``, a cluster started here by
     ``ray start``, else a new local instance) unless Ray is already initialised. ``output`` (a folder or URI) must not exist
     yet: results are never mixed with an older run's. Returns the run's :class:`~genrewiz.output.Summary`
-(files, failures, top genres), read back from the written rows: ``summary`` if given, whose clock
-then started when the caller made it.
+    (files, failures, top genres), read back from the written rows: ``summary`` if given, whose
+    clock then started when the caller made it.
 
     Raises:
         ValueError: ``output`` exists, or no audio file was found.
@@ -356,7 +356,7 @@ class _Classify:
         return pa.Table.from_pylist([self._row(item).to_json() for item in batch.to_pylist()], schema=ROW_SCHEMA)
 
     def _row(self, item: dict) -> Row:
-        """The CLI's :class:`~genrewiz.results.Row` for one analysed (or failed) file."""
+        """The :class:`~genrewiz.results.Row` of one analysed (or failed) file, as the CLI makes it."""
         stat = {"size": item["size"], "mtime": item["mtime"]}
         if item["error"] is not None:
             return Row(item["path"], [], error=item["error"], **stat)
