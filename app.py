@@ -237,7 +237,7 @@ def write_csv(rows: Sequence[Sequence[Any]], folder: Path) -> str:
 def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
     """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar.
 
-    Drawn without a matplotlib Figure (:mod:`genrewiz.plots`), which costs far more per request than the pixels.
+    Drawn as pixels (:mod:`genrewiz.plots`), not through a matplotlib Figure, whose layout and rendering cost a request far more.
     """
     return spectrogram_pixels(to_db(mel, config), config, title)
 
