@@ -47,6 +47,7 @@ from starlette.middleware import Middleware
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.checkpoint import MODEL_THREADS
 from genrewiz.engine import FairTurns, Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
@@ -55,7 +56,7 @@ from genrewiz.results import top_json, windows_json
 from genrewiz import verdict as verdict_rule
 from genrewiz.verdict import CLOSE_MARGIN, UNSURE_BELOW
 
-logger = logging.getLogger("genrewiz.app")
+logger = logging.getLogger("genrewiz.app")  # named: run as `python app.py`, __name__ would be "__main__"
 
 EXAMPLES_DIR = Path(__file__).resolve().with_name("examples")
 EXAMPLE_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac")
@@ -66,10 +67,6 @@ CONCURRENCY_LIMIT = 4
 """Predictions in progress at once. Their model runs take turns, a few patches each
 (``FairTurns``), so the cores (a free Space has two) are shared as before, but a short song
 starting beside long ones is done in its few turns instead of waiting for a free slot."""
-MODEL_THREADS = 2
-"""ONNX Runtime threads per prediction: one request alone gets both cores (the musicnn PCRNN's
-window in 83 ms instead of 161); two at once share the non-spinning pool (14 % fewer windows/s
-than one thread each, measured)."""
 QUEUE_SIZE = 64
 """Requests waiting beyond that are refused with 'Queue is full' instead of piling up; one client
 may hold :data:`serving.PER_CLIENT_QUEUED` of them."""
@@ -246,7 +243,7 @@ def write_csv(rows: Sequence[Sequence[Any]], folder: Path) -> str:
 def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
     """The log-mel spectrogram the model saw as ``(h, w, 3)`` pixels: time (s) by mel frequency (Hz), dB colour bar.
 
-    Drawn without a matplotlib Figure (:mod:`genrewiz.plots`): about 12 ms instead of 230.
+    Drawn as pixels (:mod:`genrewiz.plots`), not through a matplotlib Figure, whose layout and rendering cost a request far more.
     """
     return spectrogram_pixels(to_db(mel, config), config, title)
 

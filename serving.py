@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-logger = logging.getLogger("genrewiz.app")
+logger = logging.getLogger(__name__)
 
 PER_CLIENT_QUEUED = 8
 """Jobs one client address may have waiting in the queue (running ones not counted)."""

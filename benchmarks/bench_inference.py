@@ -32,8 +32,9 @@ import soundfile as sf
 import torch
 
 from genrewiz import GenreClassifier
-from genrewiz.audio import load_audio
-from genrewiz.cli import MODEL_THREADS, find_audio_files, predict_files
+from genrewiz.audio import find_audio_files, load_audio
+from genrewiz.batch import predict_files
+from genrewiz.checkpoint import MODEL_THREADS
 from genrewiz.features import log_mel, make_windows
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN

@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from bench_inference import music
 from genrewiz import GenreClassifier
-from genrewiz.cli import find_audio_files, predict_files
+from genrewiz.audio import find_audio_files
+from genrewiz.batch import predict_files
 from genrewiz.distributed import predict_to
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.predict import analyse

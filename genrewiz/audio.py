@@ -5,7 +5,8 @@ wheel, reads what phones and browsers make (AAC in .m4a/.aac, WMA, WebM). Both f
 streamed reader, so every problem with an input (missing, unreadable, empty, silent, too short,
 an absurd sample rate) surfaces as one exception type, :class:`AudioError`, whose message is fit
 to show a user as it is, and memory and work depend on the seconds analysed, never on the
-file's own sample rate or channel count.
+file's own sample rate or channel count. :func:`find_audio_files` expands folders into the files
+these decoders read, as a music library is given: by folder.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -177,6 +178,60 @@ def prepare_waveform(
     if source_rate != sample_rate:
         mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
     return Audio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, source_duration)
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand folders recursively into their audio files (sorted); named files are kept as given.
+
+    An entry that cannot be listed or looked at (a folder without read or search permission, a
+    link to something unreadable) is kept as it is, so that it becomes an error row saying why
+    instead of stopping the run or vanishing. Links to folders are not followed, so a scan never
+    leaves the folders it was given nor loops.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if _is_dir(path):
+            found += sorted(_walk(path))
+        else:
+            found.append(path)
+    return found
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, false for what cannot be looked at (Python 3.11 raises there)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Audio files under ``folder``, and the entries that could not be read (see :func:`find_audio_files`)."""
+    unreadable: list[Path] = []
+    for parent, _, names in os.walk(folder, onerror=lambda err: unreadable.append(Path(err.filename))):
+        for name in names:
+            path = Path(parent, name)
+            if path.suffix.lower() in SUPPORTED_EXTENSIONS:
+                yield path
+    yield from unreadable
+
+
+def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot even be opened (``Permission denied``, a folder, ...), or ``None``.
+
+    The decoders would report such a file as corrupt; the user needs the real reason.
+    """
+    name = Path(path).name or os.fspath(path)
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+            return f"{name}: a folder, not an audio file"
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return None  # the decoder says "file not found" itself
+    except OSError as err:
+        return f"{name}: cannot read: {err.strerror or err}"
 
 
 def _chained_ogg(path: Path) -> list[Chain]:

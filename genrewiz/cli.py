@@ -1,72 +1,46 @@
 """``genrewiz predict`` and ``genrewiz tag``: classify files or whole music folders from the command line.
 
-Files are decoded (the slow part) in worker processes while one model, loaded once in the
-main process, classifies them. A file that cannot be read becomes an error row; the run goes
-on and the exit status is 1 when any file failed.
+This module is the command line only: options and their checks, signals, exit statuses, and
+the wiring of the library's stages. :mod:`genrewiz.batch` decodes in worker processes, runs the
+model and tags files; :mod:`genrewiz.output` writes the rows and the summary and reads a run's
+own rows back (``--resume``, ``tag --restore``); ``predict --ray`` hands the work to Ray Data
+(:mod:`genrewiz.distributed`, imported only then).
 
-Rows are written and flushed as they come. SIGINT and SIGTERM stop the run the same way: the
-workers are killed, the rows so far stay written (a JSON array is closed), and the exit status
-is 128 + the signal. Workers also die with the main process however it ends (Linux
-``PR_SET_PDEATHSIG``), so none is ever left behind.
-
-``genrewiz tag`` runs the same predictions and writes each file's top genre into its own tags
-(:mod:`genrewiz.tags`). Every JSON row carries the file's size and mtime, so ``--resume`` can
-skip the files a killed ``--format jsonl`` run already wrote; a summary (files, failures,
-genres, files/s) ends the run on stderr. ``predict --ray`` hands the work to Ray Data instead
-(:mod:`genrewiz.distributed`). Both modules are imported only when used.
+A file that cannot be read becomes an error row; the run goes on and the exit status is 1 when
+any file failed. SIGINT and SIGTERM stop the run the same way: the workers are killed, the rows
+so far stay written (a JSON array is closed), and the exit status is 128 + the signal. A
+summary (files, failures, genres, files/s) ends the run on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import ctypes
 import io
-import json
 import logging
-import multiprocessing
 import os
 import re
 import signal
 import sys
-import textwrap
-import time
-from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from typing import TextIO
 
 from . import __version__
-from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
-from .features import FeatureConfig
-from .predict import Analysis, GenreClassifier, Prediction, analyse
-from .results import top_json, windows_json
+from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, find_audio_files
+from .batch import already_tagged, in_order, predict_files, restore_rows, tag_rows, with_file_stat
+from .checkpoint import MODEL_THREADS
+from .output import FORMATS, OutputError, Summary, TableLayout, restore_plans, unfinished, write_rows
+from .predict import GenreClassifier
+from .results import Row
 from .verdict import CLOSE_MARGIN, UNSURE_BELOW
-
-if TYPE_CHECKING:
-    from .tags import TagResult
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 """What a shell reports for a Unix tool whose reader went away (``genrewiz ... | head -1``)."""
-FORMATS = ("table", "json", "jsonl", "csv")
 RAY_FORMATS = ("parquet", "jsonl")
 """What ``predict --ray`` writes: a folder of files, one per block of results."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-MODEL_THREADS = 2
-"""ONNX Runtime threads for the model beside the decoding workers. Its pool does not spin, so
-decoding loses nothing where it is the bottleneck (from-scratch PCRNN: 43 files/s with 1 or 2
-threads on 2 cores), and a model-bound checkpoint gets the idle core (musicnn PCRNN: 5.8 -> 8.1
-files/s)."""
-MAX_PATH_WIDTH = 60
-"""Widest the table's file column is laid out for; a longer path is shown whole and pushes its row."""
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Interrupted(KeyboardInterrupt):
@@ -75,335 +49,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-class OutputError(Exception):
-    """The results could not be written (disk full, reader gone, ...): the run cannot go on."""
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(error.strerror or str(error))
-        self.error = error
-
-
-@dataclass(frozen=True)
-class Row:
-    """One output line: a file and either its top genres or the reason it failed."""
-
-    path: str
-    top: list[tuple[str, float]]
-    duration: float | None = None
-    error: str | None = None
-    size: int | None = None
-    mtime: float | None = None
-    tag: TagResult | None = None
-    windows: list[dict] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict:
-        return {
-            "path": self.path,
-            "ok": self.ok,
-            "duration_s": None if self.duration is None else round(self.duration, 2),
-            "top": top_json(self.top),
-            "error": self.error,
-            "size": self.size,
-            "mtime": self.mtime,
-            **({} if self.tag is None else {"tag": self.tag.to_json()}),
-            **({} if self.windows is None else {"windows": self.windows}),
-        }
-
-
-@dataclass(frozen=True)
-class TableLayout:
-    """Column widths fixed before the first row, so that ``--format table`` streams out aligned.
-
-    Columns: file, genre, confidence, length, the other top genres ("also"), and for ``tag``
-    what was done. An error row has its message after the file.
-    """
-
-    path: int = 40
-    genre: int = 9
-    top: int = 3
-
-    @classmethod
-    def for_run(cls, paths: Iterable[str | os.PathLike[str]], labels: Iterable[str], top: int) -> TableLayout:
-        widths = [len(_printable(os.fspath(p))) for p in paths]
-        return cls(min(max(widths, default=4), MAX_PATH_WIDTH), max(map(len, labels), default=5), top)
-
-    @property
-    def also(self) -> int:
-        """Width of the "also" column: ``top - 1`` entries like ``classical 100%``."""
-        return max(0, (self.top - 1) * (self.genre + 7) - 2)
-
-    def header(self, tags: bool = False) -> str:
-        return self._line("FILE", "GENRE", "CONFIDENCE", "LENGTH", "ALSO", "TAG" if tags else None)
-
-    def line(self, row: Row, tags: bool = False) -> str:
-        path = _printable(row.path)
-        if not row.ok:
-            return f"{path.ljust(self.path)}  ERROR: {_printable(row.error or '')}\n"
-        tag = (_printable(row.tag.describe()) if row.tag else "") if tags else None
-        if not row.top:  # a file tagging kept or restored without analysing it
-            return self._line(path, "", "", "", "", tag)
-        (genre, confidence), others = row.top[0], row.top[1:]
-        also = ", ".join(f"{label} {p:.0%}" for label, p in others)
-        return self._line(path, genre, f"{confidence:.0%}", _length(row.duration), also, tag)
-
-    def _line(self, path: str, genre: str, confidence: str, length: str, also: str, tag: str | None) -> str:
-        cells = [path.ljust(self.path), genre.ljust(self.genre), confidence.rjust(len("CONFIDENCE")), length.rjust(6)]
-        if self.top > 1:
-            cells.append(also.ljust(self.also))
-        if tag is not None:
-            cells.append(tag)
-        return "  ".join(cells).rstrip() + "\n"
-
-
-def _length(seconds: float | None) -> str:
-    """``75.3`` -> ``1:15``."""
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
-def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders recursively into their audio files (sorted); named files are kept as given.
-
-    An entry that cannot be listed or looked at (a folder without read or search permission, a
-    link to something unreadable) is kept as it is, so that it becomes an error row saying why
-    instead of stopping the run or vanishing. Links to folders are not followed, so a scan never
-    leaves the folders it was given nor loops.
-    """
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if _is_dir(path):
-            found += sorted(_walk(path))
-        else:
-            found.append(path)
-    return found
-
-
-def _is_dir(path: Path) -> bool:
-    """``path.is_dir()``, false for what cannot be looked at (Python 3.11 raises there)."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    """Audio files under ``folder``, and the entries that could not be read (see :func:`find_audio_files`)."""
-    unreadable: list[Path] = []
-    for parent, _, names in os.walk(folder, onerror=lambda err: unreadable.append(Path(err.filename))):
-        for name in names:
-            path = Path(parent, name)
-            if path.suffix.lower() in SUPPORTED_EXTENSIONS:
-                yield path
-    yield from unreadable
-
-
-def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` cannot even be opened (``Permission denied``, a folder, ...), or ``None``.
-
-    The decoders would report such a file as corrupt; the user needs the real reason.
-    """
-    name = Path(path).name or os.fspath(path)
-    try:
-        if os.path.isdir(path):
-            os.listdir(path)
-            return f"{name}: a folder, not an audio file"
-        with open(path, "rb"):
-            return None
-    except FileNotFoundError:
-        return None  # the decoder says "file not found" itself
-    except OSError as err:
-        return f"{name}: cannot read: {err.strerror or err}"
-
-
-def _init_worker(parent: int) -> None:
-    """Set up a decoding worker: it dies with the main process and leaves signals to it.
-
-    Ctrl-C reaches every process of the terminal's group; only the main process acts on it. A
-    worker blocked on its task queue would otherwise outlive a main process that was killed.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with contextlib.suppress(AttributeError, OSError):  # prctl is Linux-only
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the main process was gone before prctl took effect
-        os._exit(1)
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers now instead of letting them finish their queued files."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    # Python 3.14 has pool.terminate_workers(); before it the processes are only reachable here.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.kill()
-
-
-def _analyse_or_error(path: Path, config: FeatureConfig, max_duration: float) -> Analysis | str:
-    """Worker-side step: decode and compute the log-mel, or return the error message."""
-    if (reason := unreadable_reason(path)) is not None:
-        return reason
-    try:
-        return analyse(path, config, max_duration=max_duration)
-    except AudioError as err:
-        return str(err)
-    except OSError as err:  # e.g. the file vanished or lost its permissions between the checks
-        return f"{path.name}: cannot read: {err.strerror or err}"
-
-
-def predict_files(
-    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool = False, windows: bool = False
-) -> Generator[Row, None, None]:
-    """Yield a :class:`Row` per file, in order; decoding runs in ``jobs`` worker processes.
-
-    At most ``2 * jobs`` decoded songs wait for the model at any time, so memory stays flat
-    however large the library. The parallelism is across files, so every process keeps to one
-    BLAS thread: more would only fight over the same cores (measured: 1.5x fewer files/s on 2).
-    ``windows`` adds each file's genre timeline to its row.
-    """
-    with threadpool_limits(1):
-        yield from _predict_files(classifier, files, top, jobs, progress, windows)
-
-
-def _predict_files(
-    classifier: GenreClassifier, files: Sequence[Path], top: int, jobs: int, progress: bool, windows: bool
-) -> Iterator[Row]:
-    """:func:`predict_files` inside its thread limit."""
-
-    def row(path: Path, result: Analysis | str) -> Row:
-        if isinstance(result, str):
-            return Row(str(path), [], error=result)
-        try:
-            prediction: Prediction = classifier.classify(result)
-        except AudioError as err:
-            return Row(str(path), [], error=str(err))
-        timeline = windows_json(prediction, classifier.config.window_seconds) if windows else None
-        return Row(str(path), prediction.top(top), duration=prediction.duration, windows=timeline)
-
-    bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
-    if jobs <= 1:
-        for path in files:
-            yield row(path, _analyse_or_error(path, classifier.config, classifier.max_duration))
-            bar.update()
-        bar.close()
-        return
-    # Forked workers start in milliseconds. They run only numpy/librosa code: torch's OpenMP
-    # pool is not fork-safe, so nothing on the worker side may call into torch.
-    pool = ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_init_worker,
-        initargs=(os.getpid(),),
-    )
-    finished = False
-    try:
-        pending: list[tuple[Path, Future]] = []
-        for path in files:
-            pending.append((path, pool.submit(_analyse_or_error, path, classifier.config, classifier.max_duration)))
-            if len(pending) >= 2 * jobs:
-                done_path, future = pending.pop(0)
-                yield row(done_path, future.result())
-                bar.update()
-        for done_path, future in pending:
-            yield row(done_path, future.result())
-            bar.update()
-        finished = True
-    finally:
-        if not finished:  # interrupted, or the reader of the rows stopped early
-            _stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-
-
-def write_rows(
-    rows: Iterable[Row], out: TextIO, fmt: str, top: int, tags: bool = False, layout: TableLayout | None = None
-) -> int:
-    """Write rows as they arrive, each flushed at once, and return how many failed.
-
-    Each row goes out in one write, so an interruption never leaves half of one. ``json`` is a
-    single array (the layout of ``json.dump(indent=2)``) whose closing bracket is written even
-    when the run is interrupted, so finished results are never lost; ``jsonl`` is one object
-    per line, readable while the run goes on; ``table`` is a header and aligned columns laid
-    out by ``layout``. ``tags`` adds what ``genrewiz tag`` did to each file (a CSV and a table
-    column; JSON rows carry it when set).
-
-    Raises:
-        OutputError: writing to ``out`` failed.
-    """
-    emit = _emitter(out)
-    layout = layout or TableLayout(top=top)
-    failures = written = 0
-    if fmt == "csv":
-        ranks = [f"{kind}_{i}" for i in range(1, top + 1) for kind in ("genre", "confidence")]
-        emit(_csv_line(["path", "status", *ranks, "duration_s", "error", *(["tag"] if tags else [])]))
-    elif fmt == "json":
-        emit("[")
-    elif fmt == "table":
-        emit(layout.header(tags))
-    try:
-        for row in rows:
-            failures += not row.ok
-            emit(layout.line(row, tags) if fmt == "table" else _format_row(row, fmt, top, first=written == 0, tags=tags))
-            written += 1
-    finally:
-        if fmt == "json":
-            emit("\n]\n" if written else "]\n")
-    return failures
-
-
-def _emitter(out: TextIO) -> Callable[[str], None]:
-    """``emit(text)``: write and flush ``text``, raising :class:`OutputError` when that fails.
-
-    A progress bar on the same terminal is cleared first and drawn again after, so that a row
-    is never written into the middle of the bar's line.
-    """
-
-    def emit(text: str) -> None:
-        try:
-            with tqdm.external_write_mode(file=out):
-                out.write(text)
-                out.flush()
-        except OSError as err:
-            raise OutputError(err) from err
-
-    return emit
-
-
-def _format_row(row: Row, fmt: str, top: int, first: bool, tags: bool = False) -> str:
-    """One row as ``json``, ``jsonl`` or ``csv`` writes it, separators and line end included."""
-    if fmt == "json":
-        return ("\n" if first else ",\n") + textwrap.indent(json.dumps(row.to_json(), indent=2), "  ")
-    if fmt == "jsonl":
-        return json.dumps(row.to_json()) + "\n"
-    cells = [cell for label, confidence in row.top for cell in (label, f"{confidence:.4f}")]
-    cells += [""] * (2 * top - len(cells))
-    duration = "" if row.duration is None else f"{row.duration:.2f}"
-    tag = [row.tag.describe() if row.tag else ""] if tags else []
-    return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or "", *tag])
-
-
-def _csv_line(cells: list[str]) -> str:
-    """One CSV record, quoted as the csv module quotes it."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue()
-
-
-def _printable(text: str) -> str:
-    """``text`` with control characters (escape sequences, tabs, newlines) shown as escapes.
-
-    File names are the user's: in a terminal one must not move the cursor, recolour the
-    screen or split a row in two.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -588,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
     summary = Summary()
     try:
         if args.resume:
-            files, summary.skipped = _unfinished(files, args.output, tagging=args.command == "tag" and not args.dry_run)
+            files, summary.skipped = unfinished(files, args.output, tagging=args.command == "tag" and not args.dry_run)
         out = _open_output(args.output, append=args.resume)
     except OSError as err:
         print(f"genrewiz: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
@@ -681,7 +326,7 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
         raise
     tagging = args.command == "tag"
     top = min(args.top, len(classifier.labels))
-    kept = {} if not tagging or args.overwrite else _already_tagged(files, args.own_fields)
+    kept = {} if not tagging or args.overwrite else already_tagged(files, args.own_fields)
     todo = [path for path in files if path not in kept]
     progress = not args.quiet and len(todo) > 1 and sys.stderr.isatty()
     # Tagging needs the second genre too: the "Not sure" rule compares the first two.
@@ -692,8 +337,8 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
         tagged = tag_rows(
             rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run, own_fields=args.own_fields
         )
-        rows = _in_order(files, kept, tagged, top)
-    rows = summary.count(_with_file_stat(rows))
+        rows = in_order(files, kept, tagged, top)
+    rows = summary.count(with_file_stat(rows))
     try:
         layout = TableLayout.for_run(files, classifier.labels, top)
         failures = write_rows(rows, out, args.format, top, tags=tagging, layout=layout)
@@ -709,151 +354,14 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def tag_rows(
-    rows: Iterable[Row],
-    overwrite: bool = False,
-    min_confidence: float | None = None,
-    dry_run: bool = False,
-    own_fields: bool = False,
-) -> Iterator[Row]:
-    """Write each analysed file's top genre into its tags (:func:`genrewiz.tags.tag_file`).
-
-    A file that cannot be tagged becomes an error row that keeps its genres; the run goes on.
-    Each file's row arrives after its decoding finished, so no worker reads a file being tagged.
-    """
-    from .tags import TagError, tag_file
-
-    for row in rows:
-        if row.ok:
-            label, confidence = row.top[0]
-            runner_up = row.top[1][1] if len(row.top) > 1 else 0.0
-            try:
-                result = tag_file(
-                    row.path,
-                    label,
-                    confidence,
-                    runner_up=runner_up,
-                    overwrite=overwrite,
-                    min_confidence=min_confidence,
-                    dry_run=dry_run,
-                    own_fields_only=own_fields,
-                )
-                row = replace(row, tag=result)
-            except TagError as err:
-                row = replace(row, error=str(err))
-        yield row
-
-
-def _already_tagged(files: Sequence[Path], own_fields: bool) -> dict[Path, Row]:
-    """The files that already have a genre, as their ``kept`` rows: they need no decoding at all.
-
-    Reading tags costs a small read per file; a file whose tags cannot be read is left to the
-    analysis and tagging, which report why.
-    """
-    from .tags import TagError, TagResult, existing_genre
-
-    kept: dict[Path, Row] = {}
-    for path in files:
-        with contextlib.suppress(TagError):
-            if (previous := existing_genre(path, own_fields)) is not None:
-                result = TagResult("kept", None, None, previous, "genrewiz" if own_fields else "genre")
-                kept[path] = Row(str(path), [], tag=result)
-    return kept
-
-
-def _in_order(files: Sequence[Path], kept: dict[Path, Row], rows: Iterable[Row], top: int) -> Iterator[Row]:
-    """The rows of every file in ``files``' order: ``kept`` ones where they belong, ``rows`` cut to ``top`` genres."""
-    analysed = iter(rows)
-    for path in files:
-        if path in kept:
-            yield kept[path]
-        else:
-            row = next(analysed)
-            yield replace(row, top=row.top[:top])
-
-
 def _run_restore(args: argparse.Namespace, out: TextIO) -> int:
     """``tag --restore ROWS``: put back the genres a tagging run replaced, a row per file it had tagged."""
-    from .tags import TagError, restore_file
-
-    plans = _restore_plans(args.restore)
-
-    def rows() -> Iterator[Row]:
-        for path, (written, before, field_name) in plans.items():
-            try:
-                yield Row(path, [], tag=restore_file(path, written, before, field_name, dry_run=args.dry_run))
-            except TagError as err:
-                yield Row(path, [], error=str(err))
-
-    failures = write_rows(_with_file_stat(rows()), out, args.format, 1, tags=True, layout=TableLayout.for_run(plans, [], 1))
+    plans = restore_plans(args.restore)
+    rows = with_file_stat(restore_rows(plans, dry_run=args.dry_run))
+    failures = write_rows(rows, out, args.format, 1, tags=True, layout=TableLayout.for_run(plans, [], 1))
     if failures and not args.quiet:
         print(f"genrewiz: {failures} of {len(plans)} files could not be restored", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
-
-
-def _restore_plans(rows_file: Path) -> dict[str, tuple[str, str | None, str]]:
-    """Per tagged file in ``rows_file`` (JSON Lines): the genre GenreWiz wrote last, the one it first replaced, the field.
-
-    A file tagged by several runs (``--overwrite``) gets back what it had before the first.
-    """
-    plans: dict[str, tuple[str, str | None, str]] = {}
-    with open(rows_file, "rb") as lines:
-        for line in lines:
-            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                row = json.loads(line.decode("utf-8", "surrogateescape"))
-                tag = row["tag"]
-                if row["ok"] and tag["action"] == "tagged":
-                    first = plans.get(row["path"], (None, tag["previous"], None))[1]
-                    plans[row["path"]] = (tag["genre"], first, tag.get("field", "genre"))
-    return plans
-
-
-@dataclass
-class Summary:
-    """The counts that end a run on stderr; constant memory (one counter per genre and tag action)."""
-
-    started: float = field(default_factory=time.monotonic)
-    files: int = 0
-    failed: int = 0
-    unanalysed: int = 0
-    """Files ``tag`` kept without analysing them: they already had a genre."""
-    skipped: int = 0
-    genres: Counter[str] = field(default_factory=Counter)
-    tags: Counter[str] = field(default_factory=Counter)
-
-    def count(self, rows: Iterable[Row]) -> Iterator[Row]:
-        """Pass ``rows`` through, counting them."""
-        for row in rows:
-            self.files += 1
-            if row.ok and row.top:
-                self.genres[row.top[0][0]] += 1
-            elif row.ok:
-                self.unanalysed += 1
-            else:
-                self.failed += 1
-            if row.tag is not None:
-                self.tags[row.tag.action] += 1
-            yield row
-
-    def lines(self, output: object) -> list[str]:
-        """The report: files, failures, time and files/s, then skipped files, genres and tag actions."""
-        elapsed = time.monotonic() - self.started
-        lines = [
-            f"{_files(self.files)} in {elapsed:.1f} s ({self.files / elapsed:.1f} files/s): "
-            f"{self.files - self.failed - self.unanalysed} analysed, {self.failed} failed"
-            + (f", {self.unanalysed} kept unanalysed (they had a genre)" if self.unanalysed else "")
-        ]
-        if self.skipped:
-            lines.append(f"{_files(self.skipped)} skipped: already in {output}")
-        if self.genres:
-            lines.append("genres: " + ", ".join(f"{genre} {n}" for genre, n in self.genres.most_common()))
-        if self.tags:
-            lines.append("tags: " + ", ".join(f"{n} {action}" for action, n in self.tags.most_common()))
-        return lines
-
-
-def _files(count: int) -> str:
-    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def _report(summary: Summary, args: argparse.Namespace) -> None:
@@ -861,46 +369,6 @@ def _report(summary: Summary, args: argparse.Namespace) -> None:
     if not args.quiet:
         for line in summary.lines(args.output):
             print(f"genrewiz: {line}", file=sys.stderr)
-
-
-def _file_stat(path: str) -> tuple[int | None, float | None]:
-    """A file's size and mtime, what ``--resume`` matches on besides the path; ``None`` for a missing file."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None, None
-    return stat.st_size, stat.st_mtime
-
-
-def _with_file_stat(rows: Iterable[Row]) -> Iterator[Row]:
-    """Stamp each row with its file's size and mtime as the run leaves it (tagging changes both)."""
-    for row in rows:
-        size, mtime = _file_stat(row.path)
-        yield replace(row, size=size, mtime=mtime)
-
-
-def _unfinished(files: list[Path], output: Path, tagging: bool) -> tuple[list[Path], int]:
-    """``files`` less those ``output`` (JSON Lines) already has a row for, and how many were skipped.
-
-    A torn last line (the run was killed mid-write) is cut off so that appending keeps the file
-    valid. When ``tagging``, a row counts only if the file's tags were dealt with: a dry run's
-    or ``predict``'s rows do not stop ``tag --resume`` from writing the tags. Keys are hashes,
-    so a million finished files cost tens of MB, not the rows themselves.
-    """
-    done: set[int] = set()
-    with contextlib.suppress(FileNotFoundError), open(output, "r+b") as previous:
-        end = 0
-        for line in previous:
-            if not line.endswith(b"\n"):
-                break
-            end += len(line)
-            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                row = json.loads(line.decode("utf-8", "surrogateescape"))
-                if not tagging or not row["ok"] or row["tag"]["action"] != "would tag":
-                    done.add(hash((row["path"], row["size"], row["mtime"])))
-        previous.truncate(end)
-    todo = [path for path in files if hash((str(path), *_file_stat(str(path)))) not in done]
-    return todo, len(files) - len(todo)
 
 
 def _run_ray(args: argparse.Namespace) -> int:
@@ -916,7 +384,7 @@ def _run_ray(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     summary = Summary()
     try:
-        counts = distributed.predict_to(
+        distributed.predict_to(
             args.paths,
             str(args.output),
             fmt=args.format,
@@ -926,11 +394,11 @@ def _run_ray(args: argparse.Namespace) -> int:
             max_duration=args.max_duration,
             actors=args.actors,
             quiet=args.quiet,
+            summary=summary,
         )
     except (OSError, ValueError, RuntimeError) as err:
         print(f"genrewiz: {err}", file=sys.stderr)
         return EXIT_USAGE
-    summary.files, summary.failed, summary.genres = counts.files, counts.failed, counts.genres
     if summary.failed and not args.quiet:
         print(f"genrewiz: {summary.failed} of {summary.files} files could not be analysed (rows with ok=false)", file=sys.stderr)
     _report(summary, args)

@@ -31,9 +31,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -46,10 +44,12 @@ from ray.data import ActorPoolStrategy
 from ray.exceptions import AuthenticationError
 from threadpoolctl import threadpool_limits
 
-from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError
-from .cli import Row, find_audio_files, unreadable_reason
+from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError, find_audio_files, unreadable_reason
+from .checkpoint import MODEL_FILES
 from .features import FeatureConfig
+from .output import Summary
 from .predict import Analysis, GenreClassifier, analyse
+from .results import Row
 
 ROW_SCHEMA = pa.schema(
     [
@@ -85,18 +85,6 @@ _AUTH_HINT = (
     "if the cluster runs without token authentication, set RAY_AUTH_MODE=disabled; if it runs with it, "
     "RAY_AUTH_TOKEN (or the file ~/.ray/auth_token) must hold the cluster's token"
 )
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx")
-"""What an actor needs to rebuild the driver's model with ``GenreClassifier.from_pretrained``
-(``model.onnx`` where the checkpoint has one, so that actors serve with ONNX Runtime too)."""
-
-
-@dataclass
-class Counts:
-    """What the run produced: files, failures and files per top genre."""
-
-    files: int = 0
-    failed: int = 0
-    genres: Counter[str] = field(default_factory=Counter)
 
 
 def list_inputs(paths_or_uris: Iterable[str]) -> list[str]:
@@ -159,7 +147,9 @@ def predict_dataset(
     items = [_item(path) for path in files]
     dataset = ray.data.from_items(items, override_num_blocks=-(-len(files) // files_per_task))
     folder = classifier.source.directory
-    checkpoint = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES if (folder / name).is_file()}
+    # What an actor needs to rebuild the driver's model: model.onnx too where the checkpoint has one,
+    # so that actors serve with ONNX Runtime as the driver does.
+    checkpoint = {name: (folder / name).read_bytes() for name in MODEL_FILES if (folder / name).is_file()}
     pool = ActorPoolStrategy(size=actors) if actors else ActorPoolStrategy(min_size=1, max_size=most)
     # Different CPU shares keep Ray from fusing decoding into the actors, where it would run
     # one file at a time per model; two decoding tasks per core keep a core busy while a
@@ -190,12 +180,15 @@ def predict_to(
     max_duration: float = DEFAULT_MAX_DURATION,
     actors: int | None = None,
     quiet: bool = False,
-) -> Counts:
+    summary: Summary | None = None,
+) -> Summary:
     """Classify ``paths_or_uris`` on Ray and write the rows as ``fmt`` (parquet or jsonl) files under ``output``.
 
     Connects to the cluster at ``address`` (else ``$RAY_ADDRESS``, a cluster started here by
     ``ray start``, else a new local instance) unless Ray is already initialised. ``output`` (a folder or URI) must not exist
-    yet: results are never mixed with an older run's.
+    yet: results are never mixed with an older run's. Returns the run's :class:`~genrewiz.output.Summary`
+    (files, failures, top genres), read back from the written rows: ``summary`` if given, whose
+    clock then started when the caller made it.
 
     Raises:
         ValueError: ``output`` exists, or no audio file was found.
@@ -215,7 +208,7 @@ def predict_to(
         dataset.write_parquet(out_path, filesystem=out_fs)
     else:
         dataset.write_json(out_path, filesystem=out_fs, double_precision=15)
-    return _count(out_fs, out_path, fmt)
+    return _count(out_fs, out_path, fmt, summary if summary is not None else Summary())
 
 
 def connect(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None) -> None:
@@ -363,7 +356,7 @@ class _Classify:
         return pa.Table.from_pylist([self._row(item).to_json() for item in batch.to_pylist()], schema=ROW_SCHEMA)
 
     def _row(self, item: dict) -> Row:
-        """The CLI's :class:`~genrewiz.cli.Row` for one analysed (or failed) file."""
+        """The :class:`~genrewiz.results.Row` of one analysed (or failed) file, as the CLI makes it."""
         stat = {"size": item["size"], "mtime": item["mtime"]}
         if item["error"] is not None:
             return Row(item["path"], [], error=item["error"], **stat)
@@ -376,15 +369,10 @@ class _Classify:
         return Row(item["path"], prediction.top(self.top), duration=prediction.duration, **stat)
 
 
-def _count(filesystem: pafs.FileSystem, path: str, fmt: str) -> Counts:
-    """Files, failures and top genres, read back from the written rows (two small columns)."""
-    counts = Counts()
+def _count(filesystem: pafs.FileSystem, path: str, fmt: str, summary: Summary) -> Summary:
+    """Count files, failures and top genres into ``summary``, read back from the written rows (two small columns)."""
     files = pads.dataset(path, filesystem=filesystem, format="parquet" if fmt == "parquet" else "json")
     for batch in files.to_batches(columns=["ok", "top"]):
         for ok, top in zip(batch.column("ok").to_pylist(), batch.column("top").to_pylist(), strict=True):
-            counts.files += 1
-            if ok:
-                counts.genres[top[0]["label"]] += 1
-            else:
-                counts.failed += 1
-    return counts
+            summary.add(ok, top[0]["label"] if ok else None)
+    return summary

@@ -22,16 +22,16 @@ from urllib.parse import urlparse
 from huggingface_hub import constants, is_offline_mode, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
+from .checkpoint import CHECKPOINT_FILES, METRICS_FILE
+
 if TYPE_CHECKING:  # torch is imported only when a PyTorch model is built
     from .model import PCRNN
 
-logger = logging.getLogger("genrewiz")
+logger = logging.getLogger(__name__)
 
 DEFAULT_REPO_ID = "genrewiz/pcrnn-gtzan"
 MODEL_ENV_VAR = "GENREWIZ_MODEL"
 BUNDLED_DIR = Path(__file__).with_name("weights")
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "model.onnx", "metrics.json", "README.md")
-"""What a checkpoint folder holds: weights, config, and the evaluation that backs its numbers."""
 _PROBE_TIMEOUT = 3.0
 
 
@@ -57,7 +57,7 @@ class ModelSource:
 
     def metrics(self) -> dict[str, Any] | None:
         """The checkpoint's ``metrics.json`` (its measured accuracy), if it ships one."""
-        path = self.directory / "metrics.json"
+        path = self.directory / METRICS_FILE
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -127,7 +127,7 @@ def load_model(
 def _hub_reachable() -> bool:
     """Whether the Hub endpoint accepts a TCP connection within a few seconds.
 
-    Without this, ``huggingface_hub`` spends ~23 s of retries per file before reporting an
+    Without this, ``huggingface_hub`` retries each file for many seconds before reporting an
     unreachable network; probing first lets an offline start fall back to the cache at once.
     """
     url = urlparse(constants.ENDPOINT)

@@ -1,16 +1,20 @@
-"""Predictions as plain JSON data, in the one vocabulary the app's API and the CLI share.
+"""Predictions as plain JSON data, in the one vocabulary the app's API, the CLI and Ray share.
 
 A genre comes with its ``confidence`` (a probability), as Gradio's ``Label`` says it, and the
 timeline is a list of windows, each with its start and end in seconds and every genre's
-confidence, so that API and CLI users read the same fields.
+confidence, so that API and CLI users read the same fields. A :class:`Row` is one file's result
+as ``genrewiz predict`` and ``genrewiz tag`` write it, and ``predict --ray`` stores it.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .predict import Prediction
+    from .tags import TagResult
 
 DIGITS = 4
 """Decimals kept: a confidence to 0.01 %, a time to 0.1 ms."""
@@ -31,3 +35,43 @@ def windows_json(prediction: Prediction, window_seconds: float) -> list[dict[str
         }
         for start, probabilities in zip(prediction.window_starts, prediction.window_probabilities)
     ]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One output line: a file and either its top genres or the reason it failed."""
+
+    path: str
+    top: list[tuple[str, float]]
+    duration: float | None = None
+    error: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    tag: TagResult | None = None
+    windows: list[dict] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "duration_s": None if self.duration is None else round(self.duration, 2),
+            "top": top_json(self.top),
+            "error": self.error,
+            "size": self.size,
+            "mtime": self.mtime,
+            **({} if self.tag is None else {"tag": self.tag.to_json()}),
+            **({} if self.windows is None else {"windows": self.windows}),
+        }
+
+
+def file_stat(path: str) -> tuple[int | None, float | None]:
+    """A file's size and mtime, what ``--resume`` matches on besides the path; ``None`` for a missing file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None, None
+    return stat.st_size, stat.st_mtime

@@ -1,10 +1,17 @@
-"""Shared fixtures: a real (bundled) classifier, a corpus of inputs that must be refused with a
-clear error, and one of odd inputs that must still get a sane answer."""
+"""Shared fixtures: a real (bundled) classifier, the app served once around it, a corpus of inputs
+that must be refused with a clear error, and one of odd inputs that must still get a sane answer.
+
+The app (and with it Gradio) is imported only by the tests that serve it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +19,7 @@ import soundfile as sf
 
 from genrewiz import GenreClassifier
 from genrewiz.hub import BUNDLED_DIR
-from synthetic import synth_clip, write_clip
+from synthetic import STYLES, synth_clip, write_clip
 
 GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini"
 
@@ -21,6 +28,58 @@ GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini
 def classifier() -> GenreClassifier:
     """The checkpoint shipped in the package, loaded once for the whole session."""
     return GenreClassifier.from_pretrained(BUNDLED_DIR)
+
+
+TEST_MAX_FILE_SIZE = 8 * 1024 * 1024
+"""The served test app's upload limit: above every clip, small enough to exceed cheaply."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(classifier: GenreClassifier, examples: list[str], cache_dir: Path, **launch_kwargs: Any) -> Iterator[tuple[Any, str, Path]]:
+    """Serve :func:`app.build_demo` in this process, with example results cached under ``cache_dir``.
+
+    Yields the ``gr.Blocks``, its URL and ``cache_dir``; the app's flagged answers go beside
+    ``cache_dir``, in the same name with ``-flagged``.
+    """
+    import app
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRADIO_EXAMPLES_CACHE", str(cache_dir))
+        demo = app.build_demo(classifier, examples, flagging_dir=cache_dir.with_name(cache_dir.name + "-flagged"))
+        _, url, _ = app.launch(
+            demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs
+        )
+        try:
+            yield demo, url, cache_dir
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """``examples/`` if it has clips; otherwise 30 s synthetic clips and one long (75 s) one."""
+    import app
+
+    real = app.list_examples()
+    if real:
+        return real
+    folder = tmp_path_factory.mktemp("examples")
+    synthetic = [str(write_clip(folder / f"{style}.wav", style, 30, seed=i)) for i, style in enumerate(STYLES)]
+    return [*synthetic, str(write_clip(folder / "long_pad.flac", "pad", 75))]
+
+
+@pytest.fixture(scope="session")
+def served(classifier: GenreClassifier, clips: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Path]]:
+    """The app around :func:`classifier` with :func:`clips` as its examples, started once for every test that
+    only uses it (the API tests, the browser test): starting one caches every example's answer."""
+    with running_app(classifier, clips, tmp_path_factory.mktemp("examples-cache"), max_file_size=TEST_MAX_FILE_SIZE) as app_served:
+        yield app_served
 
 
 def make_bad_inputs(root: Path) -> dict[str, Path]:

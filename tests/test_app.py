@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,50 +33,12 @@ from PIL import Image
 
 import app
 import serving
-from conftest import BAD_INPUT_ERRORS, make_bad_inputs, make_odd_inputs
+from conftest import TEST_MAX_FILE_SIZE, free_port, running_app
 from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
 from genrewiz.hub import BUNDLED_DIR, bundled_source
-from synthetic import STYLES, write_clip
+from synthetic import write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_MAX_FILE_SIZE = 8 * 1024 * 1024
-"""The served test app's upload limit: above every clip, small enough to exceed cheaply."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(
-    classifier: GenreClassifier, examples: list[str], cache_dir: Path, **launch_kwargs
-) -> Iterator[tuple[gr.Blocks, str, Path]]:
-    """Serve :func:`app.build_demo` in this process, with example results cached under ``cache_dir``."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GRADIO_EXAMPLES_CACHE", str(cache_dir))
-        demo = app.build_demo(classifier, examples, flagging_dir=cache_dir.with_name(cache_dir.name + "-flagged"))
-        _, url, _ = app.launch(
-            demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs
-        )
-        try:
-            yield demo, url, cache_dir
-        finally:
-            demo.close()
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """``examples/`` if it has clips; otherwise 30 s synthetic clips and one long (75 s) one."""
-    real = app.list_examples()
-    if real:
-        return real
-    folder = tmp_path_factory.mktemp("examples")
-    synthetic = [str(write_clip(folder / f"{style}.wav", style, 30, seed=i)) for i, style in enumerate(STYLES)]
-    return [*synthetic, str(write_clip(folder / "long_pad.flac", "pad", 75))]
-
-
 @pytest.fixture(scope="session")
 def short_clip(clips: list[str]) -> str:
     """A clip of at most ~30 s (the common request)."""
@@ -88,14 +49,6 @@ def short_clip(clips: list[str]) -> str:
 def predictions(classifier, clips) -> dict[str, Prediction]:
     """What the library itself says about each clip."""
     return {clip: classifier.predict(clip) for clip in clips}
-
-
-@pytest.fixture(scope="module")
-def served(classifier, clips, tmp_path_factory) -> Iterator[tuple[gr.Blocks, str, Path]]:
-    with running_app(
-        classifier, clips, tmp_path_factory.mktemp("examples-cache"), max_file_size=TEST_MAX_FILE_SIZE
-    ) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 import app
-from genrewiz import GTZAN_GENRES, GenreClassifier
-from genrewiz.hub import BUNDLED_DIR
+from genrewiz import GTZAN_GENRES
 from synthetic import write_clip
-from test_app import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -91,24 +89,20 @@ def check_phone_layout(layout: dict) -> None:
     assert layout["timeline"]["bottom"] <= layout["examples"]["y"] + 1, layout
 
 
-def test_upload_record_examples_in_chromium(tmp_path):
+def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path):
     require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    classifier = GenreClassifier.from_pretrained(BUNDLED_DIR)
-    examples = app.list_examples() or [
-        str(write_clip(tmp_path / "examples" / "pad.wav", "pad", 30)),
-        str(write_clip(tmp_path / "examples" / "long_chirp.flac", "chirp", 75)),
-    ]
-    upload = next(e for e in examples if not Path(e).name.startswith("long_"))
-    long_example = next(e for e in examples if Path(e).name.startswith("long_"))
+    _, url, cache_dir = served  # the app the API tests use: it serves every session the same page
+    upload = next(e for e in clips if not Path(e).name.startswith("long_"))
+    long_example = next(e for e in clips if Path(e).name.startswith("long_"))
     not_audio = tmp_path / "not_audio.wav"
     not_audio.write_bytes(b"GenreWiz: this is not audio\n" * 200)
     microphone = write_clip(tmp_path / "microphone.wav", "pad", 10, sample_rate=44_100)
     genres = re.compile("|".join(GTZAN_GENRES))
     verdicts = re.compile(r"^(Most likely|Not sure: )")
 
-    with running_app(classifier, examples, tmp_path / "examples-cache") as (_, url, _), sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # fresh --user-data-dir
             executable_path=CHROMIUM,
@@ -142,7 +136,7 @@ def test_upload_record_examples_in_chromium(tmp_path):
             page.get_by_role("option", name="jazz", exact=True).click()
             page.locator("#flag-button").click()
             expect(page.locator("#flag-status")).to_contain_text("Thanks: saved")
-            flagged = (tmp_path / "examples-cache-flagged" / "dataset1.csv").read_text(encoding="utf-8")
+            flagged = (cache_dir.with_name(cache_dir.name + "-flagged") / "dataset1.csv").read_text(encoding="utf-8")
             assert Path(upload).name in flagged and ",jazz," in flagged
             page.locator("#flag-button").click()  # one analysis, one report
             expect(page.locator("#flag-status")).to_contain_text("Analyse a song first")

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import make_bad_inputs
 from encoded import ENCODINGS, write_encoded
-from genrewiz.cli import find_audio_files
+from genrewiz.audio import find_audio_files
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import synth_clip, write_clip
 

@@ -110,17 +110,36 @@ def test_python_api_on_local_ray_matches_the_cli(library, cli_rows, tmp_path, mo
     assert (counts.files, counts.failed, sum(counts.genres.values())) == (13, 4, 9)
 
 
-@pytest.mark.slow
-def test_cli_ray_writes_parquet_with_the_same_rows(library, cli_rows, tmp_path):
-    out = tmp_path / "rows.parquet.d"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR), "RAY_ADDRESS": "local"}
+def clean_env(home: Path) -> dict[str, str]:
+    """This process's environment without Ray's address and token settings, with ``home`` as ``$HOME``."""
+    env = {k: v for k, v in os.environ.items() if k not in (*distributed.AUTH_VARIABLES, "RAY_ADDRESS")}
+    return env | {"HOME": str(home), "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+
+
+@pytest.fixture(scope="module")
+def local_cli_run(library: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """``genrewiz predict --ray`` on a new local instance, run once: its process, its output folder and its ``$HOME``.
+
+    The parquet test reads its rows; the cluster test connects to a ``ray start`` cluster from
+    the same ``$HOME`` after it, as a user would.
+    """
+    root = tmp_path_factory.mktemp("ray-local")
+    home = root / "home"
+    home.mkdir()
+    out = root / "rows.parquet.d"
     done = subprocess.run(
         [sys.executable, "-m", "genrewiz", "predict", "--ray", str(library), "--output", str(out), "--actors", "1"],
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_env(home) | {"RAY_ADDRESS": "local"},
         timeout=600,
     )
+    return done, out, home
+
+
+@pytest.mark.slow
+def test_cli_ray_writes_parquet_with_the_same_rows(local_cli_run, cli_rows):
+    done, out, _ = local_cli_run
     assert done.returncode == 0, done.stderr  # every file has its row: a Ray job that did its work succeeded
     assert_same_rows(pq.read_table(out).to_pylist(), cli_rows)
     assert "genrewiz: 3 of 11 files could not be analysed (rows with ok=false)" in done.stderr
@@ -160,19 +179,16 @@ def test_ray_option_takes_an_address_but_never_a_path():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="no `ray` command")
-def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows, tmp_path):
+def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows, local_cli_run, tmp_path):
     """README's cluster steps: `ray start --head`, then `--ray HOST:PORT` or $RAY_ADDRESS, after a local run."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in (*distributed.AUTH_VARIABLES, "RAY_ADDRESS")}
-    env |= {"HOME": str(home), "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+    local, _, home = local_cli_run
+    env = clean_env(home)
 
     def genrewiz(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "genrewiz", "predict", *args], capture_output=True, text=True, env=env | extra, timeout=600
         )
 
-    local = genrewiz("--ray", str(library / "deep"), "--output", str(tmp_path / "local"), "-q", RAY_ADDRESS="local")
     assert local.returncode == 0, local.stderr
     assert not (home / ".ray").exists()  # nothing left that would switch later connections to tokens
     port = free_port()

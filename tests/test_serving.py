@@ -59,7 +59,7 @@ def test_absurd_paths_and_bodies_get_one_short_line(guarded, caplog, capfd):
     assert huge.status_code == 400 and "names no file" in huge.text
     enormous = call(url, "/" + "a" * (serving.MAX_BODY + 1))
     assert enormous.status_code == 413
-    lines = [r.getMessage() for r in caplog.records if r.name == "genrewiz.app"]
+    lines = [r.getMessage() for r in caplog.records if r.name == serving.logger.name]
     assert any("a file path over" in line for line in lines) and any("body over" in line for line in lines)
     assert all(len(line) < 200 for line in lines), lines
     captured = capfd.readouterr()

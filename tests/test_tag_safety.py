@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrewiz.cli import find_audio_files
+from genrewiz.audio import find_audio_files
 from genrewiz.tags import TEMP_SUFFIX
 from synthetic import synth_clip
 from test_tags import decoded, make_m4a
