@@ -28,6 +28,7 @@ from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from torch import nn
 
 from .features import FeatureConfig
+from .musicnn import MUSICNN_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,12 @@ GTZAN_GENRES: tuple[str, ...] = (
 )
 
 _CNN_POOLS: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (4, 4), (4, 4))
-CNN_BRANCHES = ("scratch", "musicnn")
+BRANCH_PRESETS: dict[str, dict] = {
+    "scratch": {"features": FeatureConfig()},
+    "musicnn": {"features": MUSICNN_FEATURES, "rnn_pool": (8, 2)},
+}
+"""PCRNN arguments per CNN branch: its front end, and a GRU over ~230 steps for either."""
+CNN_BRANCHES = tuple(BRANCH_PRESETS)
 """The CNN branches a PCRNN can have; ``config.json`` names one as ``cnn_branch``."""
 
 

@@ -47,19 +47,12 @@ from tqdm.auto import tqdm
 
 from genrewiz.engine import TorchEngine
 from genrewiz.features import FeatureConfig, make_windows
-from genrewiz.model import CNN_BRANCHES, PCRNN
-from genrewiz.musicnn import MUSICNN_FEATURES
+from genrewiz.model import BRANCH_PRESETS, CNN_BRANCHES, PCRNN
 from train import calibrate, data, report
 from train.arrival import Arrival
 from train.augment import crop, mixup, spec_augment, view
 
 logger = logging.getLogger("train")
-
-ARCHITECTURES: dict[str, dict] = {
-    "scratch": {"features": FeatureConfig()},
-    "musicnn": {"features": MUSICNN_FEATURES, "rnn_pool": (8, 2)},
-}
-"""PCRNN arguments per CNN branch: its front end, and a GRU over ~230 steps for either."""
 
 
 @dataclass
@@ -160,7 +153,7 @@ class Setup:
 def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
     """A seeded PCRNN with the setup's CNN branch; a pretrained branch gets its weights (frozen unless fine-tuned)."""
     seed_everything(recipe.seed)
-    arch = ARCHITECTURES[setup.cnn_branch] | {"features": setup.features}
+    arch = BRANCH_PRESETS[setup.cnn_branch] | {"features": setup.features}
     model = PCRNN(labels=setup.labels, cnn_branch=setup.cnn_branch, dropout=recipe.dropout, **arch)
     if setup.cnn_branch == "musicnn":
         model.cnn.load_pretrained()
@@ -569,7 +562,7 @@ def main(argv: list[str] | None = None) -> dict:
     _setup_logging(args.out / "train.log")
     torch.set_num_threads(args.threads)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    config = dataclasses.replace(ARCHITECTURES[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
+    config = dataclasses.replace(BRANCH_PRESETS[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
     started = time.perf_counter()
     clips = data.scan_gtzan(args.data)
     labels = data.labels_of(clips)
