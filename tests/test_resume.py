@@ -88,13 +88,18 @@ def test_resume_needs_a_jsonl_output_file(library, extra):
 
 RSS_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import ctypes, gc, json, sys
     from genrewiz import cli
 
     marks = {}
     write_rows = cli.write_rows
+    libc = ctypes.CDLL(None)
 
     def rss_kb():
+        # What the pipeline holds, not what the allocator keeps: freed heap pages go back first
+        # (glibc keeps them after its mmap threshold moves, a step of a few MB on some runs).
+        gc.collect()
+        libc.malloc_trim(0)
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
 
     def sampled(rows):
