@@ -284,6 +284,7 @@ def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = Non
     """
     import onnxruntime as ort
 
+    from genrewiz.export import OPSET
     from genrewiz.musicnn import PATCH_FRAMES
 
     path = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"trunk-{_trunk_digest(model)[:16]}.onnx"
@@ -295,7 +296,7 @@ def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = Non
             warnings.simplefilter("ignore")
             torch.onnx.export(trunk, (torch.zeros(2, PATCH_FRAMES, model.features.n_mels),), str(partial),
                               input_names=["patches"], output_names=["embeddings"],
-                              dynamic_axes={"patches": {0: "p"}, "embeddings": {0: "p"}}, opset_version=17,
+                              dynamic_axes={"patches": {0: "p"}, "embeddings": {0: "p"}}, opset_version=OPSET,
                               dynamo=False)
         os.replace(partial, path)
     options = ort.SessionOptions()
