@@ -230,3 +230,108 @@ def make_windows(mel: np.ndarray, config: FeatureConfig) -> Windows:
     norm = normalize(mel, config)
     data = np.stack([norm[s : s + config.window_frames] for s in starts])[:, None]
     return Windows(data=data, start_frames=starts, padded=padded)
+
+
+@dataclass(frozen=True)
+class AudioSetFeatures:
+    """The front end of the AudioSet tagger mn04_as (EfficientAT): its log-mel, as it was trained on it.
+
+    Pre-emphasis, a centred STFT (``win_length``-sample symmetric Hann window in an ``n_fft``
+    frame), power, a Kaldi-style mel filterbank from ``fmin`` to ``fmax``, ``ln(power +
+    log_offset)``, then ``(x + norm_shift) / norm_scale``. A separate config from
+    :class:`FeatureConfig` because every step differs; it is written into ``config.json`` the
+    same way, so the ear is always fed what it heard in training.
+    """
+
+    sample_rate: int = 32_000
+    n_fft: int = 1024
+    win_length: int = 800
+    hop_length: int = 320
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 15_000.0
+    preemphasis: float = 0.97
+    log_offset: float = 1e-5
+    norm_shift: float = 4.5
+    norm_scale: float = 5.0
+
+    def __post_init__(self) -> None:
+        if min(self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.n_mels) <= 0:
+            raise ValueError("sample_rate, n_fft, win_length, hop_length and n_mels must be positive")
+        if self.win_length > self.n_fft:
+            raise ValueError("win_length must not exceed n_fft")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError("need 0 <= fmin < fmax <= sample_rate / 2")
+        if self.log_offset <= 0 or self.norm_scale == 0:
+            raise ValueError("log_offset must be positive and norm_scale non-zero")
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one spectrogram frame (the hop) in seconds."""
+        return self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as stored in ``config.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AudioSetFeatures:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown AudioSetFeatures fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@lru_cache(maxsize=4)
+def kaldi_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Kaldi-style triangular mel filters ``(n_mels, 1 + n_fft // 2)`` float32 (``torchaudio.compliance.kaldi.get_mel_banks``).
+
+    Triangles on the mel scale ``1127 ln(1 + f / 700)``, unnormalised, over the bins ``k *
+    sample_rate / n_fft`` for ``k < n_fft // 2``; the Nyquist bin gets no weight. Computed in
+    float32 step for step as torchaudio computes it: at a triangle's foot, a pure tone's peak
+    bin times a weight rounded otherwise moves the log-mel by 4e-4 (a sine's bands).
+    """
+    f32 = np.float32
+    low, high = 1127.0 * math.log1p(fmin / 700.0), 1127.0 * math.log1p(fmax / 700.0)
+    delta = f32((high - low) / (n_mels + 1))
+    band = np.arange(n_mels, dtype=f32)[:, None]
+    left, centre, right = (f32(low) + (band + f32(k)) * delta for k in (0, 1, 2))
+    hz = f32(sample_rate / n_fft) * np.arange(n_fft // 2, dtype=f32)
+    mel = f32(1127.0) * np.log(f32(1.0) + hz / f32(700.0))
+    up = (mel - left) / (centre - left)
+    down = (right - mel) / (right - centre)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=f32)
+    weights[:, : n_fft // 2] = np.maximum(f32(0.0), np.minimum(up, down))
+    weights.setflags(write=False)
+    return weights
+
+
+def audioset_log_mel(waveform: np.ndarray, config: AudioSetFeatures = AudioSetFeatures()) -> np.ndarray:
+    """The AudioSet tagger's normalised log-mel ``(frames, n_mels)`` float32 of a mono waveform at ``config.sample_rate``.
+
+    Pre-emphasis ``y[n] = x[n + 1] - 0.97 x[n]`` drops one sample (10 s = 320,000 samples ->
+    319,999 -> 1,000 frames), then a centred STFT over the reflect-padded signal, as
+    ``torch.stft(center=True)`` computes it (the window zero-padded to ``n_fft`` in the middle
+    of each frame only shifts its phase, so the short window's FFT gives the same power).
+    Frames are transformed and mel-reduced one block at a time, so beyond the waveform only
+    the ``(frames, n_mels)`` result is held whole, however long the song.
+    """
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"expected a mono waveform of at least 2 samples, got shape {x.shape}")
+    emphasised = x[1:] - np.float32(config.preemphasis) * x[:-1]
+    half = config.n_fft // 2
+    padded = np.pad(emphasised, half, mode="reflect")
+    offset = (config.n_fft - config.win_length) // 2
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length, offset : offset + config.win_length]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(config.win_length) / (config.win_length - 1))  # symmetric Hann
+    basis = kaldi_mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    mel = np.empty((len(frames), config.n_mels), dtype=np.float32)
+    for start in range(0, len(frames), _STFT_BLOCK):
+        spectrum = np.fft.rfft(frames[start : start + _STFT_BLOCK] * window, n=config.n_fft, axis=1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        mel[start : start + _STFT_BLOCK] = power @ basis.T
+    log = np.log(mel + np.float32(config.log_offset))
+    return ((log + np.float32(config.norm_shift)) / np.float32(config.norm_scale)).astype(np.float32)
