@@ -20,12 +20,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .checkpoint import (
+    META_AUDIOSET_FEATURES,
     META_FEATURES,
     META_LABELS,
     META_PATCH_FRAMES,
@@ -35,7 +37,7 @@ from .checkpoint import (
     WEIGHTS_FILE,
     weights_digest,
 )
-from .features import FeatureConfig
+from .features import AudioSetFeatures, FeatureConfig
 
 if TYPE_CHECKING:
     from .model import PCRNN
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _STAGE_INPUTS = ("patches", "x", "embeddings")
+_EAR_STAGE_INPUTS = (*_STAGE_INPUTS, "ear_patches", "ear_summaries")
 PATCH_CHUNK = 4
 """Patches the musicnn trunk runs on at once: its front-end activations are tens of MB per patch."""
 
@@ -69,9 +72,24 @@ class Engine(Protocol):
     @property
     def config(self) -> FeatureConfig: ...
 
-    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows."""
+    @property
+    def audioset_config(self) -> AudioSetFeatures | None:
+        """The AudioSet ear's front end, or ``None`` for a model without that ear."""
         ...
+
+    def window_outputs(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> WindowOutputs:
+        """Probabilities (and, with the AudioSet ear, music probabilities) for ``(n, 1, frames, n_mels)`` windows."""
+        ...
+
+
+@dataclass(frozen=True)
+class WindowOutputs:
+    """What a model says of each window: genre ``probabilities`` ``(n, n_labels)`` and, with the AudioSet ear, ``music`` ``(n,)``."""
+
+    probabilities: np.ndarray
+    music: np.ndarray | None = None
 
 
 def load_engine(
@@ -120,33 +138,52 @@ def patched_logits(
     windows: np.ndarray,
     patch_frames: int,
     embed: Callable[[np.ndarray], np.ndarray],
-    head: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    head: Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]],
     patch_chunk: int,
     batch_size: int,
     progress: Progress | None = None,
-) -> np.ndarray:
-    """A musicnn PCRNN's logits for ``(n, 1, frames, mels)`` windows, in memory that does not grow with ``n``.
+    ear_patches: np.ndarray | None = None,
+    ear_embed: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A musicnn PCRNN's logits (and music log-odds) for ``(n, 1, frames, mels)`` windows, in memory that does not grow with ``n``.
 
     The trunk (``embed``: patches -> ``(p, 200)`` embeddings) runs over the song's distinct
     patches ``patch_chunk`` at a time, since its front-end activations are tens of MB per patch;
-    only the 200-float embeddings are kept, and the head (``head``: per-window embeddings and
-    windows -> logits) runs ``batch_size`` windows at a time. Chunk sizes change no result
-    beyond float rounding. ``progress`` is called with the fraction of the trunk's work done
-    after each chunk (the head's is negligible).
+    only the 200-float embeddings are kept. A model with the AudioSet ear has its 10-s
+    ``ear_patches`` ``(n, k, frames, mels)`` summarised the same way (``ear_embed``). The head
+    (``head``: per-window embeddings, windows and ear summaries -> logits and music log-odds,
+    the latter ``None`` without the ear) runs ``batch_size`` windows at a time. Chunk sizes
+    change no result beyond float rounding. ``progress`` is called with the fraction of the
+    pretrained networks' work done after each chunk (the head's is negligible).
     """
     patches, index = distinct_patches(windows, patch_frames)
-    chunks = []
-    for i in range(0, len(patches), patch_chunk):
-        chunks.append(embed(patches[i : i + patch_chunk]))
-        if progress is not None:
-            progress(min(i + patch_chunk, len(patches)) / len(patches))
-    embeddings = np.concatenate(chunks)
-    del patches, chunks
-    logits = [
-        head(embeddings[index[i : i + batch_size]], np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32))
+    flat = None if ear_patches is None else ear_patches.reshape(-1, *ear_patches.shape[2:])
+    total = len(patches) + (0 if flat is None else len(flat))
+    done = 0
+
+    def chunked(items: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        nonlocal done
+        chunks = []
+        for i in range(0, len(items), patch_chunk):
+            chunks.append(run(np.ascontiguousarray(items[i : i + patch_chunk])))
+            done += len(chunks[-1])
+            if progress is not None:
+                progress(done / total)
+        return np.concatenate(chunks)
+
+    embeddings = chunked(patches, embed)
+    del patches
+    summaries = None
+    if flat is not None and ear_embed is not None:
+        summaries = chunked(flat, ear_embed).reshape(len(windows), ear_patches.shape[1], -1)
+    outputs = [
+        head(embeddings[index[i : i + batch_size]], np.ascontiguousarray(windows[i : i + batch_size], dtype=np.float32),
+             None if summaries is None else summaries[i : i + batch_size])
         for i in range(0, len(windows), batch_size)
     ]
-    return np.concatenate(logits)
+    logits = np.concatenate([o[0] for o in outputs])
+    music = None if summaries is None else np.concatenate([o[1] for o in outputs])
+    return logits, music
 
 
 class FairTurns:
@@ -186,6 +223,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float32, without overflow for large log-odds."""
+    return (0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))).astype(np.float32)
+
+
+def outputs(logits: np.ndarray, music: np.ndarray | None) -> WindowOutputs:
+    """Window probabilities from a model's logits and music log-odds."""
+    return WindowOutputs(softmax(logits), None if music is None else sigmoid(music))
+
+
 class TorchEngine:
     """The PCRNN in PyTorch, on whatever device it is on (training validates on the GPU this way).
 
@@ -211,45 +258,76 @@ class TorchEngine:
     def config(self) -> FeatureConfig:
         return self.model.features
 
-    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    @property
+    def audioset_config(self) -> AudioSetFeatures | None:
+        return self.model.audioset_features
+
+    def window_probabilities(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
+        return self.window_outputs(windows, progress, ear_patches).probabilities
+
+    def window_outputs(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> WindowOutputs:
+        """Genre and music probabilities of ``(n, 1, frames, n_mels)`` windows (and their ear patches), in bounded batches."""
         import torch
 
         device = next(self.model.parameters()).device
+        turn = self._turn
         with torch.inference_mode():
             if self.model.cnn_branch == "musicnn":
                 from .musicnn import PATCH_FRAMES, logits_from_embeddings
 
                 def embed(patches: np.ndarray) -> np.ndarray:
-                    with self.turns or contextlib.nullcontext():
+                    with turn():
                         return self.model.cnn.trunk.embed(torch.from_numpy(patches).to(device)).cpu().numpy()
 
-                def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
-                    tensors = torch.from_numpy(embeddings).to(device), torch.from_numpy(x).to(device)
-                    with self.turns or contextlib.nullcontext():
-                        return logits_from_embeddings(self.model, *tensors).cpu().numpy()
+                def ear_embed(patches: np.ndarray) -> np.ndarray:
+                    with turn():
+                        return self.model.ear.patch_summaries(torch.from_numpy(patches).to(device)).cpu().numpy()
 
-                logits = patched_logits(windows, PATCH_FRAMES, embed, head, self.patch_chunk, self.batch_size, progress)
-                return softmax(logits)
+                def head(embeddings: np.ndarray, x: np.ndarray, ear: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+                    tensors = [torch.from_numpy(a).to(device) for a in (embeddings, x)]
+                    summaries = None if ear is None else torch.from_numpy(ear).to(device)
+                    with turn():
+                        logits = logits_from_embeddings(self.model, *tensors, summaries).cpu().numpy()
+                        music = None if summaries is None else self.model.music_logits(summaries).cpu().numpy()
+                    return logits, music
+
+                self._check_ear(ear_patches)
+                return outputs(*patched_logits(windows, PATCH_FRAMES, embed, head, self.patch_chunk, self.batch_size,
+                                               progress, ear_patches, ear_embed))
             batches = [self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(device)).cpu().numpy()
                        for i in range(0, len(windows), self.batch_size)]
-        return softmax(np.concatenate(batches))
+        return outputs(np.concatenate(batches), None)
 
-    def head_probabilities(self, windows: np.ndarray, cnn_features: np.ndarray) -> np.ndarray:
-        """Softmax probabilities from the CNN branch's known output for ``windows`` (training caches a frozen branch's).
+    def _turn(self) -> contextlib.AbstractContextManager:
+        return self.turns or contextlib.nullcontext()
+
+    def _check_ear(self, ear_patches: np.ndarray | None) -> None:
+        if (self.model.ear is not None) != (ear_patches is not None):
+            raise ValueError("the model's AudioSet ear and the ear patches given must come together")
+
+    def head_outputs(self, windows: np.ndarray, cnn_features: np.ndarray, ear: np.ndarray | None = None) -> WindowOutputs:
+        """Probabilities from the pretrained branches' known outputs for ``windows`` (training caches frozen branches').
 
         Only the rest of the model runs: the RNN branch over the windows and the classifier.
         """
         import torch
 
         device = next(self.model.parameters()).device
+        logits, music = [], []
         with torch.inference_mode():
-            batches = [
-                self.model.logits_from_cnn(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device),
-                                torch.from_numpy(windows[i : i + self.batch_size]).to(device)).cpu().numpy()
-                for i in range(0, len(windows), self.batch_size)
-            ]
-        return softmax(np.concatenate(batches))
+            for i in range(0, len(windows), self.batch_size):
+                summaries = None if ear is None else torch.from_numpy(ear[i : i + self.batch_size]).to(device)
+                logits.append(self.model.logits_from_cnn(torch.from_numpy(cnn_features[i : i + self.batch_size]).to(device),
+                                                         torch.from_numpy(windows[i : i + self.batch_size]).to(device),
+                                                         summaries).cpu().numpy())
+                if summaries is not None:
+                    music.append(self.model.music_logits(summaries).cpu().numpy())
+        return outputs(np.concatenate(logits), np.concatenate(music) if music else None)
 
 
 class OnnxEngine:
@@ -297,11 +375,16 @@ class OnnxEngine:
         self.weights_sha256 = meta.get(META_WEIGHTS)
         self.labels: tuple[str, ...] = tuple(json.loads(meta[META_LABELS])) if META_LABELS in meta else ()
         self.config = FeatureConfig.from_dict(json.loads(meta[META_FEATURES])) if META_FEATURES in meta else None
+        self.audioset_config = (AudioSetFeatures.from_dict(json.loads(meta[META_AUDIOSET_FEATURES]))
+                                if META_AUDIOSET_FEATURES in meta else None)
         self.quantization: dict | None = json.loads(meta[META_QUANTIZATION]) if META_QUANTIZATION in meta else None
         self._inputs = tuple(i.name for i in self.session.get_inputs())
-        if self._inputs not in (_STAGE_INPUTS, ("x",)):
-            raise ValueError(f"graph inputs {self._inputs} are neither {_STAGE_INPUTS} nor ('x',): exported by an older GenreWiz")
-        self.patch_frames = int(meta[META_PATCH_FRAMES]) if self._inputs == _STAGE_INPUTS else None
+        if self._inputs not in (_EAR_STAGE_INPUTS, _STAGE_INPUTS, ("x",)):
+            raise ValueError(f"graph inputs {self._inputs} are none of {_EAR_STAGE_INPUTS}, {_STAGE_INPUTS} or ('x',): "
+                             "exported by another GenreWiz")
+        if (self._inputs == _EAR_STAGE_INPUTS) != (self.audioset_config is not None):
+            raise ValueError("the graph's AudioSet-ear inputs and its recorded ear front end do not agree")
+        self.patch_frames = int(meta[META_PATCH_FRAMES]) if self._inputs != ("x",) else None
 
     @classmethod
     def for_checkpoint(
@@ -334,39 +417,63 @@ class OnnxEngine:
     def description(self) -> str:
         return "ONNX Runtime" + (" with int8 " + ", ".join(self.quantization["operators"]) if self.quantization else "")
 
-    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    def window_probabilities(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> np.ndarray:
         """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
+        return self.window_outputs(windows, progress, ear_patches).probabilities
+
+    def window_outputs(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> WindowOutputs:
+        """Genre and music probabilities of ``(n, 1, frames, n_mels)`` windows (and their ear patches), in bounded batches."""
+        if (self.audioset_config is not None) != (ear_patches is not None):
+            raise ValueError("the model's AudioSet ear and the ear patches given must come together")
         if self.patch_frames is None:
             batches = [
                 self._run(None, {"x": np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32)}, self._release)[0]
                 for i in range(0, len(windows), self.batch_size)
             ]
-            return softmax(np.concatenate(batches))
-        no_patches = np.zeros((0, self.patch_frames, windows.shape[3]), dtype=np.float32)
+            return outputs(np.concatenate(batches), None)
+        blank = self._blank_feeds()
 
         def embed(patches: np.ndarray) -> np.ndarray:
             return self._run(["patch_embeddings"], self.trunk_feeds(patches))[0]
 
-        def head(embeddings: np.ndarray, x: np.ndarray) -> np.ndarray:
-            feeds = {"patches": no_patches, "x": x, "embeddings": embeddings}
-            return self._run(["logits"], feeds, self._release)[0]
+        def ear_embed(patches: np.ndarray) -> np.ndarray:
+            return self._run(["ear_patch_summaries"], blank | {"ear_patches": patches})[0]
 
-        logits = patched_logits(windows, self.patch_frames, embed, head, self.patch_chunk, self.batch_size, progress)
-        return softmax(logits)
+        def head(embeddings: np.ndarray, x: np.ndarray, ear: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+            feeds = blank | {"x": x, "embeddings": embeddings}
+            if ear is None:
+                return self._run(["logits"], feeds, self._release)[0], None
+            logits, music = self._run(["logits", "music"], feeds | {"ear_summaries": ear}, self._release)
+            return logits, music
+
+        return outputs(*patched_logits(windows, self.patch_frames, embed, head, self.patch_chunk, self.batch_size,
+                                       progress, ear_patches, ear_embed))
 
     def trunk_feeds(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """The feeds that run the musicnn graph's trunk stage on ``patches``.
+        """The feeds that run the musicnn graph's trunk stage on ``patches``."""
+        return self._blank_feeds() | {"patches": patches}
+
+    def _blank_feeds(self) -> dict[str, np.ndarray]:
+        """Feeds for every input a stage does not read: no patches, and one blank window for the head.
 
         ONNX Runtime runs every node whatever outputs are asked for, and a GRU over zero windows
-        aborts the process: the head's inputs get one blank window (the head stage, zero patches).
+        aborts the process, so the head's inputs get one blank window rather than none.
         """
         assert self.config is not None
-        per_window, embedding_size = self.session.get_inputs()[2].shape[1:]
-        return {
-            "patches": patches,
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        feeds = {
+            "patches": np.zeros((0, self.patch_frames, self.config.n_mels), dtype=np.float32),
             "x": np.zeros((1, 1, self.config.window_frames, self.config.n_mels), dtype=np.float32),
-            "embeddings": np.zeros((1, per_window, embedding_size), dtype=np.float32),
+            "embeddings": np.zeros((1, *shapes["embeddings"][1:]), dtype=np.float32),
         }
+        if self.audioset_config is not None:
+            feeds["ear_patches"] = np.zeros((0, self.audioset_config.patch_frames, self.audioset_config.n_mels), dtype=np.float32)
+            feeds["ear_summaries"] = np.zeros((1, *shapes["ear_summaries"][1:]), dtype=np.float32)
+        return feeds
 
     def _run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray], options: object = None) -> list[np.ndarray]:
         """One ONNX Runtime run, in its turn when :attr:`turns` is set."""

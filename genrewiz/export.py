@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import META_FEATURES, META_LABELS, META_PATCH_FRAMES, META_WEIGHTS
+from .checkpoint import META_AUDIOSET_FEATURES, META_FEATURES, META_LABELS, META_PATCH_FRAMES, META_WEIGHTS
 from .musicnn import EMBEDDING_SIZE, PATCH_FRAMES, MusiCNN, logits_from_embeddings
 
 if TYPE_CHECKING:
@@ -140,6 +140,24 @@ class PatchedPCRNN(nn.Module):
         return patch_embeddings, logits_from_embeddings(self.pcrnn, embeddings, x)
 
 
+class PatchedEarPCRNN(PatchedPCRNN):
+    """:class:`PatchedPCRNN` with the AudioSet ear as a third stage: its 10-s patches -> summaries, and music log-odds.
+
+    ``forward(patches, x, embeddings, ear_patches, ear_summaries)`` returns ``(patch_embeddings,
+    ear_patch_summaries, logits, music)``; as in the two-stage graph, no output shares work with
+    another, so each stage runs on its own with empty or blank tensors for the inputs it does not read.
+    """
+
+    def forward(  # type: ignore[override]
+        self, patches: torch.Tensor, x: torch.Tensor, embeddings: torch.Tensor, ear_patches: torch.Tensor,
+        ear_summaries: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        patch_embeddings = self.pcrnn.cnn.trunk.embed_frontend(self.frontend(patches))
+        summaries = self.pcrnn.ear.patch_summaries(ear_patches)
+        logits = logits_from_embeddings(self.pcrnn, embeddings, x, ear_summaries)
+        return patch_embeddings, summaries, logits, self.pcrnn.music_logits(ear_summaries)
+
+
 def export_onnx(model: PCRNN, path: str | Path, weights_sha256: str) -> None:
     """Write ``model`` (in eval mode, on the CPU) as an ONNX graph with dynamic batch axes.
 
@@ -167,6 +185,15 @@ def export_onnx(model: PCRNN, path: str | Path, weights_sha256: str) -> None:
         axes = {"patches": {0: "p"}, "x": {0: "n"}, "embeddings": {0: "n"}, "patch_embeddings": {0: "p"}, "logits": {0: "n"}}
         outputs = ["patch_embeddings", "logits"]
         metadata[META_PATCH_FRAMES] = str(PATCH_FRAMES)
+        if model.ear is not None:
+            ear = model.audioset_features
+            graph_module = PatchedEarPCRNN(frozen)
+            inputs += (torch.zeros(3, ear.patch_frames, ear.n_mels), torch.zeros(2, ear.patches_per_window, model.ear.summary_size))
+            axes = {"patches": {0: "p"}, "x": {0: "n"}, "embeddings": {0: "n"}, "ear_patches": {0: "q"},
+                    "ear_summaries": {0: "n"}, "patch_embeddings": {0: "p"}, "ear_patch_summaries": {0: "q"},
+                    "logits": {0: "n"}, "music": {0: "n"}}
+            outputs = ["patch_embeddings", "ear_patch_summaries", "logits", "music"]
+            metadata[META_AUDIOSET_FEATURES] = json.dumps(ear.to_dict(), sort_keys=True)
     else:
         graph_module, inputs, axes, outputs = frozen, (x,), {"x": {0: "n"}, "logits": {0: "n"}}, ["logits"]
     path = Path(path)

@@ -254,10 +254,14 @@ class AudioSetFeatures:
     log_offset: float = 1e-5
     norm_shift: float = 4.5
     norm_scale: float = 5.0
+    patch_frames: int = 1000
+    patches_per_window: int = 3
 
     def __post_init__(self) -> None:
-        if min(self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.n_mels) <= 0:
-            raise ValueError("sample_rate, n_fft, win_length, hop_length and n_mels must be positive")
+        if min(self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.n_mels, self.patch_frames,
+               self.patches_per_window) <= 0:
+            raise ValueError("sample_rate, n_fft, win_length, hop_length, n_mels, patch_frames and patches_per_window "
+                             "must be positive")
         if self.win_length > self.n_fft:
             raise ValueError("win_length must not exceed n_fft")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
@@ -335,3 +339,23 @@ def audioset_log_mel(waveform: np.ndarray, config: AudioSetFeatures = AudioSetFe
         mel[start : start + _STFT_BLOCK] = power @ basis.T
     log = np.log(mel + np.float32(config.log_offset))
     return ((log + np.float32(config.norm_shift)) / np.float32(config.norm_scale)).astype(np.float32)
+
+
+def audioset_windows(
+    mel: np.ndarray, starts_seconds: np.ndarray, window_seconds: float, config: AudioSetFeatures
+) -> np.ndarray:
+    """The AudioSet ear's ``(n, patches_per_window, patch_frames, n_mels)`` patches for windows starting at ``starts_seconds``.
+
+    Each window of ``window_seconds`` (the model's, cut by :func:`make_windows` on the other
+    front end) is heard as ``patches_per_window`` patches of ``patch_frames`` (10 s, what the ear was
+    trained on) spread evenly over it, the first at its start and the last at its end. A
+    spectrogram shorter than one window is looped, as :func:`loop_to_window` loops the other.
+    """
+    if mel.ndim != 2 or mel.shape[1] != config.n_mels or mel.shape[0] == 0:
+        raise ValueError(f"expected a (frames, {config.n_mels}) spectrogram, got {mel.shape}")
+    span = max(int(round(window_seconds / config.frame_seconds)), config.patch_frames)
+    if len(mel) < span:
+        mel = np.tile(mel, (math.ceil(span / len(mel)), 1))[:span]
+    offsets = np.linspace(0, span - config.patch_frames, config.patches_per_window).round().astype(np.int64)
+    firsts = np.minimum(np.round(np.asarray(starts_seconds) / config.frame_seconds).astype(np.int64), len(mel) - span)
+    return np.stack([np.stack([mel[f + o : f + o + config.patch_frames] for o in offsets]) for f in firsts])

@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from torch import nn
 
-from .features import FeatureConfig
+from .features import AudioSetFeatures, FeatureConfig
 from .musicnn import MUSICNN_FEATURES
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ BRANCH_PRESETS: dict[str, dict] = {
 """PCRNN arguments per CNN branch: its front end, and a GRU over ~230 steps for either."""
 CNN_BRANCHES = tuple(BRANCH_PRESETS)
 """The CNN branches a PCRNN can have; ``config.json`` names one as ``cnn_branch``."""
+AUDIOSET_BRANCHES = ("mn04",)
+"""The second, AudioSet-trained ears a musicnn PCRNN can have; ``config.json`` names one as ``audioset_branch``."""
 
 
 class ScratchCNN(nn.Sequential):
@@ -128,6 +130,9 @@ class PCRNN(
         dropout: float = 0.0,
         temperature: float = 1.0,
         tag_evidence: float = 0.0,
+        audioset_branch: str | None = None,
+        audioset_features: AudioSetFeatures | dict | None = None,
+        audioset_prior: float = 0.0,
     ) -> None:
         super().__init__()
         self.features = FeatureConfig.from_dict(features) if isinstance(features, dict) else features
@@ -146,6 +151,22 @@ class PCRNN(
             raise ValueError("tag_evidence needs the musicnn branch (its tag layer is the evidence)")
         self.cnn_branch = cnn_branch
         self.tag_evidence = float(tag_evidence)
+        self.audioset_branch = audioset_branch
+        self.audioset_prior = float(audioset_prior)
+        self.audioset_features: AudioSetFeatures | None = None
+        self.ear: nn.Module | None = None
+        if audioset_branch is not None:
+            if audioset_branch not in AUDIOSET_BRANCHES:
+                raise ValueError(f"audioset_branch must be one of {AUDIOSET_BRANCHES} or None, got {audioset_branch!r}")
+            if cnn_branch != "musicnn":
+                raise ValueError("the AudioSet ear joins the musicnn branch (windows of its 3-s patches)")
+            from .audioset import AudioSetBranch  # a room of its own, built only when a checkpoint asks for it
+
+            self.audioset_features = (AudioSetFeatures.from_dict(audioset_features) if isinstance(audioset_features, dict)
+                                      else audioset_features or AudioSetFeatures())
+            self.ear = AudioSetBranch(self.labels)
+        elif audioset_prior:
+            raise ValueError("audioset_prior needs the AudioSet ear (audioset_branch)")
 
         self.rnn_pool = nn.MaxPool2d(tuple(rnn_pool))
         self.gru = nn.GRU(
@@ -158,25 +179,52 @@ class PCRNN(
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(self.cnn.out_features + 2 * gru_hidden, len(self.labels))
+        ear_width = self.ear.out_features if self.ear is not None else 0
+        self.classifier = nn.Linear(self.cnn.out_features + 2 * gru_hidden + ear_width, len(self.labels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(batch, 1, frames, n_mels)`` windows to ``(batch, n_labels)`` logits."""
-        return self.logits_from_cnn(self.cnn(x), x)
+    def forward(self, x: torch.Tensor, ear_patches: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``(batch, 1, frames, n_mels)`` windows to ``(batch, n_labels)`` logits.
 
-    def logits_from_cnn(self, cnn_features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the CNN branch's output and the windows the RNN branch reads.
+        A model with the AudioSet ear also reads each window's ``(batch, patches, frames, mels)``
+        10-s patches on that ear's front end (:func:`genrewiz.features.audioset_windows`).
+        """
+        return self.logits_from_cnn(self.cnn(x), x, self.ear_summaries(ear_patches))
 
-        Training with a frozen CNN branch passes its cached output here instead of recomputing it.
+    def ear_summaries(self, ear_patches: torch.Tensor | None) -> torch.Tensor | None:
+        """``(n, patches, frames, mels)`` -> ``(n, patches, summary)``: what the AudioSet ear says of each patch."""
+        if self.ear is None:
+            return None
+        if ear_patches is None:
+            raise ValueError("this model has the AudioSet ear: pass each window's ear patches")
+        n, k = ear_patches.shape[:2]
+        return self.ear.patch_summaries(ear_patches.flatten(0, 1)).view(n, k, -1)
+
+    def logits_from_cnn(self, cnn_features: torch.Tensor, x: torch.Tensor, ear: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from the CNN branch's output, the windows the RNN branch reads and the AudioSet ear's patch summaries.
+
+        Training with frozen pretrained branches passes their cached outputs here instead of recomputing them.
         """
         seq = self.rnn_pool(x).squeeze(1)
         _, hidden = self.gru(seq)
         rnn = torch.cat([hidden[-2], hidden[-1]], dim=1)
         width = self.cnn.out_features
-        logits = self.classifier(self.dropout(torch.cat([cnn_features[:, :width], rnn], dim=1)))
+        parts = [cnn_features[:, :width], rnn]
+        if self.ear is not None:
+            if ear is None:
+                raise ValueError("this model has the AudioSet ear: pass its patch summaries")
+            parts.append(self.ear.features(ear))
+        logits = self.classifier(self.dropout(torch.cat(parts, dim=1)))
         if self.tag_evidence:
             logits = self.arbitrate(logits, cnn_features[:, width:])
+        if self.audioset_prior:
+            logits = logits + self.audioset_prior * self.ear.prior(ear)
         return logits / self.temperature
+
+    def music_logits(self, ear: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` log-odds that each window is music, from the AudioSet ear's patch summaries."""
+        if self.ear is None:
+            raise ValueError("only a model with the AudioSet ear tells music from non-music")
+        return self.ear.music_logits(ear)
 
     def arbitrate(self, logits: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
         """Let the tagger's ``evidence`` re-divide, among the genres it speaks for, the probability the genre layer gave them.

@@ -218,10 +218,12 @@ class MusicnnBranch(nn.Module):
         return self.pool(self.patch_embeddings(x))
 
 
-def logits_from_embeddings(pcrnn: PCRNN, embeddings: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A musicnn PCRNN's logits from its windows' patch embeddings ``(n, patches, 200)`` and the windows.
+def logits_from_embeddings(
+    pcrnn: PCRNN, embeddings: torch.Tensor, x: torch.Tensor, ear: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A musicnn PCRNN's logits from its windows' patch embeddings ``(n, patches, 200)``, the windows and (with the AudioSet ear) its patch summaries.
 
-    ``pcrnn(x)`` split after the trunk: the one place both engines' second stage (and the ONNX
-    export) go through, so a change to the branch's pooling or the head reaches all of them.
+    ``pcrnn(x, ear_patches)`` split after the pretrained networks: the one place both engines'
+    head stage (and the ONNX export) go through, so a change to the pooling or the head reaches all of them.
     """
-    return pcrnn.logits_from_cnn(pcrnn.cnn.pool(embeddings), x)
+    return pcrnn.logits_from_cnn(pcrnn.cnn.pool(embeddings), x, ear)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
 from .engine import PATCH_CHUNK, Engine, Progress, TorchEngine, load_engine
-from .features import FeatureConfig, log_mel, make_windows
+from .features import AudioSetFeatures, FeatureConfig, audioset_log_mel, audioset_windows, log_mel, make_windows
 from .hub import ModelSource, resolve_source
 
 if TYPE_CHECKING:
@@ -28,11 +28,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Analysis:
-    """What the model needs from one song: its :func:`~genrewiz.features.log_mel` spectrogram and how much was read."""
+    """What the model needs from one song: its :func:`~genrewiz.features.log_mel` spectrogram and how much was read.
+
+    ``ear_mel`` is the :func:`~genrewiz.features.audioset_log_mel` spectrogram the AudioSet ear
+    reads, for a model that has one (``None`` otherwise).
+    """
 
     mel: np.ndarray
     duration: float
     source_duration: float
+    ear_mel: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ class Prediction:
     """Genre probabilities for a whole song, and per window for a timeline.
 
     ``probabilities`` is the mean of ``window_probabilities`` over the song's windows, which
-    start at ``window_starts`` seconds. ``mel`` is the ``(frames, n_mels)`` spectrogram the
+    start at ``window_starts`` seconds. ``window_music`` is each window's probability of being
+    music (models with the AudioSet ear); :attr:`music` sums it up for the song. ``mel`` is the ``(frames, n_mels)`` spectrogram the
     model saw, on its feature scale (:func:`genrewiz.features.to_db` draws it in dB); ``padded`` says the song was shorter than one window and was looped.
     """
 
@@ -52,6 +58,12 @@ class Prediction:
     duration: float
     source_duration: float
     padded: bool
+    window_music: np.ndarray | None = None
+
+    @property
+    def music(self) -> float | None:
+        """The probability that the input is music at all (the mean over its windows); ``None`` for a model that cannot tell."""
+        return None if self.window_music is None else float(self.window_music.mean())
 
     @property
     def truncated(self) -> bool:
@@ -78,19 +90,30 @@ def analyse(
     config: FeatureConfig,
     sample_rate: int | None = None,
     max_duration: float = DEFAULT_MAX_DURATION,
+    ear: AudioSetFeatures | None = None,
 ) -> Analysis:
-    """Decode a file (or condition a waveform at ``sample_rate``) and compute its log-mel.
+    """Decode a file (or condition a waveform at ``sample_rate``) and compute its log-mel, and the AudioSet ear's with ``ear``.
+
+    Each front end gets the audio decoded at its own sample rate, so either hears exactly what it
+    heard in training.
 
     Raises:
         AudioError: the input cannot be analysed (see :func:`genrewiz.audio.load_audio`).
     """
-    if isinstance(audio, np.ndarray):
-        if sample_rate is None:
-            raise ValueError("sample_rate is required with a waveform array")
-        clip: Audio = prepare_waveform(audio, sample_rate, config.sample_rate, max_duration)
-    else:
-        clip = load_audio(audio, config.sample_rate, max_duration)
-    return Analysis(log_mel(clip.samples, config), clip.duration, clip.source_duration)
+    if isinstance(audio, np.ndarray) and sample_rate is None:
+        raise ValueError("sample_rate is required with a waveform array")
+
+    def read(rate: int) -> Audio:
+        if isinstance(audio, np.ndarray):
+            return prepare_waveform(audio, sample_rate, rate, max_duration)
+        return load_audio(audio, rate, max_duration)
+
+    clip = read(config.sample_rate)
+    mel = log_mel(clip.samples, config)
+    duration, source_duration = clip.duration, clip.source_duration
+    del clip  # one decoded waveform at a time
+    ear_mel = None if ear is None else audioset_log_mel(read(ear.sample_rate).samples, ear)
+    return Analysis(mel, duration, source_duration, ear_mel)
 
 
 class GenreClassifier:
@@ -179,6 +202,11 @@ class GenreClassifier:
         return self.engine.config
 
     @property
+    def audioset_config(self) -> AudioSetFeatures | None:
+        """The AudioSet ear's front end, or ``None`` for a model without that ear."""
+        return self.engine.audioset_config
+
+    @property
     def labels(self) -> tuple[str, ...]:
         """Genre names in the model's output order."""
         return self.engine.labels
@@ -190,7 +218,8 @@ class GenreClassifier:
 
         ``progress`` is called with the fraction of the model's work done, a few times per song.
         """
-        return self.classify(analyse(audio, self.config, sample_rate, self.max_duration), progress=progress)
+        analysis = analyse(audio, self.config, sample_rate, self.max_duration, self.audioset_config)
+        return self.classify(analysis, progress=progress)
 
     def classify(self, analysis: Analysis, progress: Progress | None = None) -> Prediction:
         """Run the model over every window of an analysed song and average the probabilities.
@@ -199,20 +228,27 @@ class GenreClassifier:
             AudioError: the model's output is not finite (never returned as an answer).
         """
         windows = make_windows(analysis.mel, self.config)
-        probs = self.window_probabilities(windows.data, progress)
-        if not np.all(np.isfinite(probs)):
+        starts = windows.start_frames * self.config.frame_seconds
+        ear = self.audioset_config
+        if ear is not None and analysis.ear_mel is None:
+            raise ValueError("this model has the AudioSet ear: analyse the song with its front end (analyse(..., ear=...))")
+        ear_patches = None if ear is None else audioset_windows(analysis.ear_mel, starts, self.config.window_seconds, ear)
+        outputs = self.engine.window_outputs(windows.data, progress, ear_patches)
+        probs, music = outputs.probabilities, outputs.music
+        if not np.all(np.isfinite(probs)) or (music is not None and not np.all(np.isfinite(music))):
             raise AudioError("the audio could not be analysed: the model produced invalid (non-finite) scores")
         return Prediction(
             labels=self.labels,
             probabilities=probs.mean(axis=0),
             window_probabilities=probs,
-            window_starts=windows.start_frames * self.config.frame_seconds,
+            window_starts=starts,
             mel=analysis.mel,
             duration=analysis.duration,
             source_duration=analysis.source_duration,
             padded=windows.padded,
+            window_music=music,
         )
 
     def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
-        return self.engine.window_probabilities(windows, progress)
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows of a model without the AudioSet ear."""
+        return self.engine.window_outputs(windows, progress).probabilities
