@@ -13,6 +13,8 @@ UNSURE_BELOW = 0.5
 """A top genre under this probability is a doubt, not an answer."""
 CLOSE_MARGIN = 0.15
 """Nor is one whose lead over the second genre is under this: the model hesitates between the two."""
+MUSIC_BELOW = 0.5
+"""An input whose probability of being music (:attr:`genrewiz.predict.Prediction.music`) is under this gets no genre."""
 
 
 def is_unsure(top: Sequence[tuple[str, float]]) -> bool:

@@ -14,6 +14,7 @@ import torch
 from genrewiz import GenreClassifier
 from genrewiz.checkpoint import ONNX_FILE
 from genrewiz.engine import OnnxEngine, TorchEngine
+from genrewiz.features import AudioSetFeatures
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
@@ -26,19 +27,25 @@ REAL_CLIPS = ("blues/blues.00000.wav", "classical/classical.00001.wav", "metal/m
 def _checkpoint(folder: Path, branch: str) -> Path:
     """A saved checkpoint of either architecture, with trained-looking (non-trivial) statistics."""
     torch.manual_seed(0)
-    if branch == "musicnn":
-        model = PCRNN(cnn_branch="musicnn", features=MUSICNN_FEATURES)
+    if branch.startswith("musicnn"):
+        ear = {"audioset_branch": "mn04", "audioset_features": AudioSetFeatures(), "audioset_prior": 0.7} if "+" in branch else {}
+        model = PCRNN(cnn_branch="musicnn", features=MUSICNN_FEATURES, **ear)
         model.cnn.load_pretrained()
         with torch.no_grad():
             model.cnn.norm.running_mean.normal_()
             model.cnn.norm.running_var.uniform_(0.5, 2.0)
+            if model.ear is not None:
+                model.ear.load_pretrained()
+                model.ear.norm.running_mean.normal_()
+                model.ear.norm.running_var.uniform_(0.5, 2.0)
+                model.ear.music.weight.normal_(0.0, 0.3)
     else:
         model = PCRNN()
     model.eval().save_pretrained(folder)
     return folder
 
 
-@pytest.fixture(scope="module", params=["scratch", "musicnn"])
+@pytest.fixture(scope="module", params=["scratch", "musicnn", "musicnn+mn04"])
 def checkpoint(request, tmp_path_factory) -> Path:
     return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -65,6 +72,9 @@ def test_onnx_matches_torch_on_generated_audio(checkpoint):
         a, b = onnx.predict(waveform, 22_050), torch_classifier.predict(waveform, 22_050)
         np.testing.assert_allclose(a.window_probabilities, b.window_probabilities, atol=1e-4, rtol=0)
         assert a.window_probabilities.shape[1] == len(onnx.labels)
+        assert (a.music is None) == (b.music is None) == ("+" not in checkpoint.name)
+        if a.music is not None:
+            np.testing.assert_allclose(a.window_music, b.window_music, atol=1e-4, rtol=0)
 
 
 @pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason=f"GTZAN clips not found at {GTZAN_MINI}")
@@ -74,6 +84,10 @@ def test_onnx_matches_torch_on_real_clips(checkpoint):
     for clip in REAL_CLIPS:
         a, b = onnx.predict(GTZAN_MINI / clip), torch_classifier.predict(GTZAN_MINI / clip)
         np.testing.assert_allclose(a.window_probabilities, b.window_probabilities, atol=1e-4, rtol=0)
+        if a.window_music is not None:
+            np.testing.assert_allclose(a.window_music, b.window_music, atol=1e-4, rtol=0)
+        else:
+            assert b.window_music is None
 
 
 def test_stale_onnx_falls_back_to_torch(tmp_path, caplog):
@@ -96,21 +110,32 @@ def test_checkpoint_without_onnx_runs_in_torch(tmp_path):
     assert classifier.predict(synth_clip("pad", 5.0), 22_050).probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("branch", ["scratch", "musicnn"])
-def test_head_probabilities_from_a_known_cnn_output_equal_the_whole_model(tmp_path, branch):
-    """Training's path (a cached CNN-branch output, TorchEngine.head_probabilities) answers as serving does."""
+@pytest.mark.parametrize("branch", ["scratch", "musicnn", "musicnn+mn04"])
+def test_head_outputs_from_known_branch_outputs_equal_the_whole_model(tmp_path, branch):
+    """Training's path (cached pretrained-branch outputs, TorchEngine.head_outputs) answers as serving does."""
     folder = _checkpoint(tmp_path / "ck", branch)
     classifier = GenreClassifier.from_pretrained(folder)
-    from genrewiz.features import make_windows
+    from genrewiz.features import audioset_windows, make_windows
     from genrewiz.predict import analyse
 
-    analysis = analyse(synth_clip("chirp", 40.0), classifier.config, 22_050)
-    windows = make_windows(analysis.mel, classifier.config).data
+    analysis = analyse(synth_clip("chirp", 40.0), classifier.config, 22_050, ear=classifier.audioset_config)
+    cut = make_windows(analysis.mel, classifier.config)
+    windows = cut.data
     model = PCRNN.from_pretrained(folder)
+    ear = None
     with torch.inference_mode():
         cnn = model.cnn(torch.from_numpy(windows)).numpy()
-    known = TorchEngine(model).head_probabilities(windows, cnn)
-    np.testing.assert_allclose(known, classifier.classify(analysis).window_probabilities, atol=1e-4)
+        if model.ear is not None:
+            patches = audioset_windows(analysis.ear_mel, cut.start_frames * model.features.frame_seconds,
+                                       model.features.window_seconds, model.audioset_features)
+            ear = model.ear_summaries(torch.from_numpy(patches)).numpy()
+    known = TorchEngine(model).head_outputs(windows, cnn, ear)
+    served = classifier.classify(analysis)
+    np.testing.assert_allclose(known.probabilities, served.window_probabilities, atol=1e-4)
+    if model.ear is not None:
+        np.testing.assert_allclose(known.music, served.window_music, atol=1e-4)
+    else:
+        assert known.music is None and served.music is None
 
 
 def test_onnx_serving_never_imports_torch(tmp_path):

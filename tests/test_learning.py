@@ -135,3 +135,28 @@ def test_finetune_trains_the_musicnn_trunk_too(tmp_path):
     assert not torch.equal(after["timbral.0.weight"], before["timbral.0.weight"])
     assert not torch.equal(after["input_bn.running_mean"], before["input_bn.running_mean"])
     assert len(history["epochs"]) == 1
+
+
+def test_two_pretrained_ears_learn_in_two_epochs_and_fit_the_music_detector(tmp_path):
+    """musicnn + the AudioSet ear (both frozen, cached), the GRU and the genre prior: still learns, and says music is music."""
+    genres = ("blues", "classical", "disco", "metal")
+    make_tree(tmp_path, "genres", ".wav", per_genre=6, seconds=7.0, genres=genres)
+    clips = data.scan_gtzan(tmp_path)
+    split = data.random_split(clips, valid_fraction=1 / 3, seed=0)
+    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
+    setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False,
+                  audioset_branch="mn04")
+    recipe = Recipe(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0, views=2, audioset_prior=0.5,
+                    nonmusic_each=3, seed=0)
+
+    model, history = train_split(split, mels, setup, recipe, tmp_path / "model", select_best=False)
+
+    assert model.ear is not None and model.audioset_prior == 0.5
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("ear-")], "the ear's outputs are cached"
+    classifier = GenreClassifier.from_pretrained(tmp_path / "model")
+    assert classifier.engine.name == "onnxruntime" and classifier.audioset_config is not None
+    predictions = [classifier.predict(c.path) for c in split.valid]
+    accuracy = sum(p.genre == c.label for p, c in zip(predictions, split.valid)) / len(split.valid)
+    assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"
+    detector = history["music_detector"]
+    assert detector["nonmusic_clips"] >= 8 * 3 and detector["music_windows"] == len(split.train) * 2

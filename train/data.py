@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrewiz.audio import SUPPORTED_EXTENSIONS, AudioError, load_audio
-from genrewiz.features import FeatureConfig, make_windows
+from genrewiz.features import FeatureConfig, audioset_log_mel, audioset_windows, make_windows
 from genrewiz.model import PCRNN
 from genrewiz.predict import analyse
 from train.arrival import Arrival
@@ -94,6 +94,30 @@ def scan_gtzan(data_dir: str | os.PathLike[str]) -> list[Clip]:
     if len({c.label for c in clips}) < 2:
         raise FileNotFoundError(f"need audio in at least two genre folders under {root}")
     return clips
+
+
+SONG_MANIFEST = "manifest.csv"
+"""A song folder's list of its clips: ``file`` (relative path), ``split``, ``genre`` and ``confidence`` columns."""
+
+
+def scan_songs(
+    songs_dir: str | os.PathLike[str], splits: tuple[str, ...], low_confidence: bool = False
+) -> list[Clip]:
+    """The clips a song folder's :data:`SONG_MANIFEST` puts in ``splits``, labelled as it says.
+
+    Only clips labelled with high confidence are taken unless ``low_confidence``: an arguable
+    label (hardcore punk as rock, bluegrass as country) teaches the model less than it costs.
+    """
+    import csv
+
+    root = Path(songs_dir).expanduser()
+    manifest = root / SONG_MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no {SONG_MANIFEST} in {root} (columns: file, split, genre, confidence)")
+    with manifest.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    return _sorted([Clip(root / r["file"], r["genre"]) for r in rows
+                    if r["split"] in splits and (low_confidence or r["confidence"] == "high")])
 
 
 def labels_of(clips: list[Clip]) -> list[str]:
@@ -273,6 +297,55 @@ def load_branch_features(
     for clip in todo:
         result[clip.path] = np.load(_cache_file(cache, clip.path))
     return result
+
+
+def load_ear_features(
+    clips: list[Clip],
+    mels: dict[Path, np.ndarray],
+    model: PCRNN,
+    cache_root: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    arrival: Arrival | None = None,
+) -> dict[Path, np.ndarray]:
+    """The AudioSet ear's patch summaries ``(windows, patches, summary)`` of every clip with a spectrogram in ``mels``.
+
+    The predictor's windows (those :func:`~genrewiz.features.make_windows` cuts from each
+    clip's spectrogram in ``mels``) are heard by the frozen ear at its own sample rate, the
+    clip going through ``arrival`` first if given. Decoding and the ear's front end run in
+    ``workers`` processes, the ear in this one; cached like :func:`load_branch_features`.
+    """
+    ear = model.audioset_features
+    digest = hashlib.sha256(json.dumps({"ear": ear.to_dict(), "features": model.features.to_dict(),
+                                        "arrival": arrival.tag if arrival else None}, sort_keys=True).encode())
+    for tensor in model.ear.trunk.state_dict().values():
+        digest.update(tensor.cpu().numpy().tobytes())
+    cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"ear-{digest.hexdigest()[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in clips if c.path in mels]
+    missing = [c for c in todo if not _cache_file(cache, c.path).is_file()]
+    if missing:
+        config = model.features
+        jobs = [(str(c.path), make_windows(mels[c.path], config).start_frames * config.frame_seconds,
+                 config.window_seconds, ear, arrival, c.key) for c in missing]
+        what = f"{model.audioset_branch} ear ({arrival.tag if arrival else 'clean'})"
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max(1, min(workers, len(jobs))), mp_context=context) as pool:
+            for clip, patches in tqdm(zip(missing, pool.map(_ear_patches, jobs)), total=len(jobs), desc=what,
+                                      unit="clip", disable=not progress):
+                with torch.inference_mode():
+                    flat = torch.from_numpy(patches.reshape(-1, *patches.shape[2:]))
+                    summaries = model.ear.patch_summaries(flat).numpy().reshape(*patches.shape[:2], -1)
+                _save_atomically(_cache_file(cache, clip.path), summaries)
+    return {c.path: np.load(_cache_file(cache, c.path)) for c in todo}
+
+
+def _ear_patches(job: tuple) -> np.ndarray:
+    """Decode one clip at the ear's rate (through its arrival chain) and cut the ear's patches for the given windows."""
+    path, starts, window_seconds, ear, arrival, key = job
+    clip = load_audio(path, ear.sample_rate)
+    samples = clip.samples if arrival is None else arrival.apply(clip.samples, clip.sample_rate, key)
+    return audioset_windows(audioset_log_mel(samples, ear), starts, window_seconds, ear)
 
 
 def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = None):

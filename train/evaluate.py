@@ -9,10 +9,14 @@ mean of window probabilities): no shortcut the app does not take. Three conditio
 - ``clean``: the split's clips as they are;
 - ``recorded``: the same clips through each fixed recording chain of
   :data:`train.arrival.EVAL_CHAINS` (a room, a phone or laptop microphone, noise, a codec);
+- ``songs``: real songs from outside GTZAN by artists it was not trained on (``--songs``, a
+  folder with a ``manifest.csv``; its ``--songs-split``, by default ``dev``);
 - ``field``: a folder of real songs from outside GTZAN (``--field``, ``<genre>/<files>``).
 
 For each: accuracy, balanced accuracy, macro-F1, per-genre recall, how often rock is heard as
-metal, and calibration (expected calibration error of the top answer). Writes
+metal, calibration (expected calibration error of the top answer), and the page's own promise:
+how many answers are "Most likely X" rather than "Not sure" (:mod:`genrewiz.verdict`) and how
+often those are right; with the AudioSet ear, how many songs it would call "not music". Writes
 ``classification_report.txt``, ``confusion_matrix.png`` (clean), ``reliability.png``,
 ``curves.png`` (from the checkpoint's ``history.json``) and ``metrics.json`` into ``--out``
 (default: the checkpoint folder).
@@ -23,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from genrewiz.audio import AudioError, load_audio
 from genrewiz.predict import GenreClassifier
+from genrewiz.verdict import MUSIC_BELOW, is_unsure
 from train import calibrate, data, report
 from train.arrival import EVAL_CHAINS, Arrival
 
@@ -45,6 +50,7 @@ class Outcome:
     truth: list[str]
     windows: list[np.ndarray]
     skipped: list[dict]
+    music: list[float | None] = field(default_factory=list)
 
     def probabilities(self) -> np.ndarray:
         return calibrate.clip_probabilities(self.windows)
@@ -73,7 +79,8 @@ def predict_clips(
             if arrival is None:
                 prediction = classifier.predict(clip.path)
             else:
-                audio = load_audio(clip.path, classifier.config.sample_rate, classifier.max_duration)
+                rate = max(classifier.config.sample_rate, getattr(classifier.audioset_config, "sample_rate", 0))
+                audio = load_audio(clip.path, rate, classifier.max_duration)
                 recorded = arrival.apply(audio.samples, audio.sample_rate, clip.key)
                 prediction = classifier.predict(recorded, audio.sample_rate)
         except AudioError as err:
@@ -82,6 +89,7 @@ def predict_clips(
             continue
         outcome.truth.append(clip.label)
         outcome.windows.append(prediction.window_probabilities)
+        outcome.music.append(prediction.music)
     return outcome
 
 
@@ -98,6 +106,10 @@ def condition_scores(outcome: Outcome, labels: list[str]) -> dict:
     recall = recall_score(truth, predicted, labels=present, average=None, zero_division=0)
     curve = calibrate.reliability(probs, np.array([labels.index(t) for t in truth]))
     rock = [p for t, p in zip(truth, predicted) if t == "rock"]
+    order = np.argsort(-probs, axis=1)
+    sure = np.array([not is_unsure([(labels[o[0]], p[o[0]]), (labels[o[1]], p[o[1]])]) for o, p in zip(order, probs)])
+    right = np.array([p == t for p, t in zip(predicted, truth)])
+    music = [m for m in outcome.music if m is not None]
     return {
         **report.scores(truth, predicted, labels),
         "macro_f1": float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
@@ -107,6 +119,9 @@ def condition_scores(outcome: Outcome, labels: list[str]) -> dict:
         "rock_as_metal": f"{rock.count('metal')}/{len(rock)}" if rock else None,
         "ece": curve["ece"],
         "mean_confidence": curve["mean_confidence"],
+        "most_likely_share": float(sure.mean()),
+        "most_likely_right": float(right[sure].mean()) if sure.any() else None,
+        "not_music": f"{sum(m < MUSIC_BELOW for m in music)}/{len(music)}" if music else None,
         "reliability": curve["bins"],
         "skipped": outcome.skipped,
     }
@@ -115,7 +130,7 @@ def condition_scores(outcome: Outcome, labels: list[str]) -> dict:
 def pooled(outcomes: list[Outcome]) -> Outcome:
     """One outcome from several (the recording chains together)."""
     return Outcome(sum((o.truth for o in outcomes), []), sum((o.windows for o in outcomes), []),
-                   sum((o.skipped for o in outcomes), []))
+                   sum((o.skipped for o in outcomes), []), sum((o.music for o in outcomes), []))
 
 
 def summary_table(conditions: dict[str, dict], labels: list[str]) -> str:
@@ -124,7 +139,10 @@ def summary_table(conditions: dict[str, dict], labels: list[str]) -> str:
     rows = [("clips", lambda c: str(c["n_clips"])), ("accuracy", lambda c: f"{c['accuracy']:.1%}"),
             ("balanced accuracy", lambda c: f"{c['balanced_accuracy']:.1%}"), ("macro-F1", lambda c: f"{c['macro_f1']:.3f}"),
             ("ECE", lambda c: f"{c['ece']:.3f}"), ("mean confidence", lambda c: f"{c['mean_confidence']:.1%}"),
-            ("rock heard as metal", lambda c: c["rock_as_metal"] or "-")]
+            ("rock heard as metal", lambda c: c["rock_as_metal"] or "-"),
+            ("'Most likely' answers", lambda c: f"{c['most_likely_share']:.0%}"),
+            ("'Most likely' right", lambda c: "-" if c["most_likely_right"] is None else f"{c['most_likely_right']:.1%}"),
+            ("called not music", lambda c: c["not_music"] or "-")]
     rows += [(f"recall {label}", lambda c, label=label: f"{c['per_class_recall'][label]:.0%} of {c['per_class_n'][label]}"
               if label in c["per_class_recall"] else "-") for label in labels]
     width = max(len(r[0]) for r in rows)
@@ -147,6 +165,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--recorded", nargs="*", default=sorted(EVAL_CHAINS), choices=sorted(EVAL_CHAINS),
                         metavar="CHAIN", help=f"recording chains to score the split through (default: all of "
                                               f"{', '.join(sorted(EVAL_CHAINS))}; none: give the flag alone)")
+    parser.add_argument("--songs", type=Path, metavar="DIR",
+                        help="real songs from outside GTZAN: a folder with manifest.csv (file, split, genre, confidence)")
+    parser.add_argument("--songs-split", default="dev", help="--songs: which of its splits to score (default dev)")
+    parser.add_argument("--songs-low-confidence", action="store_true",
+                        help="--songs: score its low-confidence labels too (default: high-confidence clips only)")
     parser.add_argument("--field", type=Path, help="folder of real songs from outside GTZAN, <genre>/<files>")
     parser.add_argument("--out", type=Path, help="where to write the artifacts (default: --model)")
     parser.add_argument("--no-progress", action="store_true")
@@ -161,11 +184,15 @@ def main(argv: list[str] | None = None) -> dict:
     clean = predict_clips(classifier, clips, progress=progress)
     chains = {name: predict_clips(classifier, clips, Arrival(name), progress) for name in args.recorded}
     field = predict_clips(classifier, data.scan_gtzan(args.field), progress=progress) if args.field else None
+    songs = (predict_clips(classifier, data.scan_songs(args.songs, (args.songs_split,), args.songs_low_confidence),
+                           progress=progress) if args.songs else None)
 
     conditions = {"clean": condition_scores(clean, labels)}
     if chains:
         conditions["recorded"] = condition_scores(pooled(list(chains.values())), labels)
         conditions["recorded"]["chains"] = {name: condition_scores(o, labels) for name, o in chains.items()}
+    if songs is not None:
+        conditions["songs"] = condition_scores(songs, labels) | {"data": f"{args.songs} ({args.songs_split})"}
     if field is not None:
         conditions["field"] = condition_scores(field, labels) | {"data": str(args.field)}
 
@@ -193,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = summary_table(conditions, labels)
     with (out / "classification_report.txt").open("a", encoding="utf-8") as file:
         file.write(f"\nConditions side by side (recorded: {', '.join(args.recorded) or 'none'}; "
+                   f"songs: {f'{args.songs} ({args.songs_split})' if args.songs else 'none'}; "
                    f"field: {args.field or 'none'})\n\n{table}\n")
     calibrate.plot_reliability({name: {"ece": c["ece"], "bins": c["reliability"]} for name, c in conditions.items()},
                                out / "reliability.png", f"{described}: reliability")

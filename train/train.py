@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from genrewiz.engine import TorchEngine
-from genrewiz.features import FeatureConfig, make_windows
-from genrewiz.model import BRANCH_PRESETS, CNN_BRANCHES, PCRNN
-from train import calibrate, data, report
+from genrewiz.features import AudioSetFeatures, FeatureConfig, make_windows
+from genrewiz.model import AUDIOSET_BRANCHES, BRANCH_PRESETS, CNN_BRANCHES, PCRNN
+from train import calibrate, data, music, report
 from train.arrival import Arrival
 from train.augment import crop, mixup, spec_augment, view
 
@@ -66,6 +66,10 @@ class Recipe:
     modern mastering, a room and a microphone, codecs), drawn once per clip and cached.
     ``tag_evidence`` is the weight of the MSD tagger's rock-versus-metal judgement, added to the
     trained model's logits (:class:`~genrewiz.model.PCRNN`), not learnt from GTZAN's labels.
+    ``audioset_prior`` (with the AudioSet ear) is the weight of that ear's zero-shot genre
+    log-probabilities, added to the logits in training too, so the genre layer learns what the
+    prior misses rather than unlearning what AudioSet knows; ``nonmusic_each`` generated clips of
+    each kind of non-music teach its music detector (:mod:`train.music`).
     Small sets want ``batch_size`` 8 (more updates per epoch).
     """
 
@@ -88,6 +92,8 @@ class Recipe:
     views: int = 4
     arrivals: int = 0
     tag_evidence: float = 0.0
+    audioset_prior: float = 0.0
+    nonmusic_each: int = 24
     finetune: bool = False
     seed: int = 0
 
@@ -99,7 +105,9 @@ class Example:
     ``variants`` are the spectrograms of the clip's arrival variants. With a frozen CNN branch,
     ``views`` holds its patch embeddings for the training views, ``view_inputs`` the spectrogram
     and circular shift each view was cut from (the RNN branch's input), and ``windows`` the
-    embeddings of the predictor's windows (validation).
+    embeddings of the predictor's windows (validation). With the AudioSet ear, ``ear_views`` and
+    ``ear_windows`` are its patch summaries for the same views (each view hears its clip's or
+    variant's first window) and windows.
     """
 
     key: str
@@ -109,6 +117,8 @@ class Example:
     windows: np.ndarray | None = None
     variants: tuple[np.ndarray, ...] = ()
     view_inputs: tuple[tuple[np.ndarray, int], ...] = ()
+    ear_views: np.ndarray | None = None
+    ear_windows: np.ndarray | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -148,17 +158,23 @@ class Setup:
     device: str = "auto"
     resume: bool = False
     workers: int = 1
+    audioset_branch: str | None = None
 
 
 def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
     """A seeded PCRNN with the setup's CNN branch; a pretrained branch gets its weights (frozen unless fine-tuned)."""
     seed_everything(recipe.seed)
     arch = BRANCH_PRESETS[setup.cnn_branch] | {"features": setup.features}
+    if setup.audioset_branch:
+        arch |= {"audioset_branch": setup.audioset_branch, "audioset_features": AudioSetFeatures(),
+                 "audioset_prior": recipe.audioset_prior}
     model = PCRNN(labels=setup.labels, cnn_branch=setup.cnn_branch, dropout=recipe.dropout, **arch)
     if setup.cnn_branch == "musicnn":
         model.cnn.load_pretrained()
         if recipe.finetune:
             model.cnn.unfreeze()
+    if model.ear is not None:
+        model.ear.load_pretrained()
     return model
 
 
@@ -191,19 +207,31 @@ def make_examples(
         variant, _ = data.load_features(clips, setup.features, setup.cache_root, setup.workers, setup.progress, arrival)
         variants.append((arrival, variant))
     by_view: dict[Path, list[np.ndarray]] = {c.path: [] for c in clips}
+    ear_by_view: dict[Path, list[np.ndarray]] = {c.path: [] for c in clips}
     inputs: dict[Path, list[tuple[np.ndarray, int]]] = {c.path: [] for c in clips}
+    has_ear = model.ear is not None
+
+    def ear(source: dict[Path, np.ndarray], arrival: Arrival | None = None) -> dict[Path, np.ndarray]:
+        return data.load_ear_features(clips, source, model, setup.cache_root, setup.workers, setup.progress, arrival)
+
+    ear_clean = ear(mels) if has_ear and (views or windows) else {}
     if frozen and views:
         shifts = model.cnn.view_shifts(recipe.views)
         for path, embeddings in data.load_branch_features(clips, mels, model, shifts, setup.cache_root,
                                                           setup.progress).items():
             by_view[path].append(embeddings)
             inputs[path] += [(mels[path], s) for s in shifts]
+            if has_ear:
+                ear_by_view[path] += [ear_clean[path][:1]] * len(shifts)
         for v, (arrival, variant) in enumerate(variants):
             shift = shifts[v % len(shifts)]
+            ear_variant = ear(variant, arrival) if has_ear else {}
             for path, embeddings in data.load_branch_features(clips, variant, model, [shift], setup.cache_root,
                                                               setup.progress, arrival).items():
                 by_view[path].append(embeddings)
                 inputs[path].append((variant[path], shift))
+                if has_ear:
+                    ear_by_view[path].append(ear_variant[path][:1])
     by_window = data.load_branch_features(clips, mels, model, None, setup.cache_root,
                                           setup.progress) if frozen and windows else {}
     return [
@@ -213,6 +241,8 @@ def make_examples(
             windows=by_window.get(c.path),
             variants=tuple(variant[c.path] for _, variant in variants if c.path in variant),
             view_inputs=tuple(inputs[c.path]),
+            ear_views=np.concatenate(ear_by_view[c.path]) if ear_by_view[c.path] else None,
+            ear_windows=ear_clean.get(c.path) if windows else None,
         )
         for c in clips
     ]
@@ -221,7 +251,7 @@ def make_examples(
 def window_probabilities(model: PCRNN, examples: list[Example]) -> list[np.ndarray]:
     """Each clip's window probabilities, on the model's device, from the windows the predictor cuts.
 
-    A frozen branch's cached window outputs stand in for running it (:meth:`TorchEngine.head_probabilities`).
+    Frozen branches' cached window outputs stand in for running them (:meth:`TorchEngine.head_outputs`).
     """
     engine = TorchEngine(model)
     probabilities = []
@@ -232,7 +262,7 @@ def window_probabilities(model: PCRNN, examples: list[Example]) -> list[np.ndarr
             continue
         with torch.inference_mode():
             cnn = model.cnn.pool(torch.from_numpy(e.windows).to(next(model.parameters()).device)).cpu().numpy()
-        probabilities.append(engine.head_probabilities(windows, cnn))
+        probabilities.append(engine.head_outputs(windows, cnn, e.ear_windows).probabilities)
     return probabilities
 
 
@@ -350,11 +380,14 @@ def fit(
         batches = range(0, len(train), recipe.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=not progress):
             items = [train[i] for i in order[start : start + recipe.batch_size]]
+            ear = None
             if frozen:
                 picks = [int(rng.integers(len(e.view_inputs))) if recipe.crop else 0 for e in items]
                 x = torch.from_numpy(np.stack([view(e.view_inputs[v][0], model.features, e.view_inputs[v][1])
                                                for e, v in zip(items, picks)]))
                 cnn = model.cnn.pool(torch.from_numpy(np.stack([e.views[v] for e, v in zip(items, picks)]))).to(device)
+                ear = (torch.from_numpy(np.stack([e.ear_views[v] for e, v in zip(items, picks)])).to(device)
+                       if model.ear is not None else None)
             else:
                 sources = [(e.mel, *e.variants)[int(rng.integers(1 + len(e.variants)))] for e in items]
                 x = torch.from_numpy(np.stack([crop(m, model.features, rng if recipe.crop else None) for m in sources]))
@@ -363,11 +396,13 @@ def fit(
             if recipe.specaugment:
                 x = spec_augment(x, rng, recipe.time_masks, recipe.time_width, recipe.freq_masks, recipe.freq_width)
             if recipe.mixup_alpha > 0:
-                if frozen:
+                if frozen and ear is not None:
+                    (x, cnn, ear), y = mixup([x, cnn, ear], y, recipe.mixup_alpha, rng)
+                elif frozen:
                     (x, cnn), y = mixup([x, cnn], y, recipe.mixup_alpha, rng)
                 else:
                     (x,), y = mixup([x], y, recipe.mixup_alpha, rng)
-            logits = model.logits_from_cnn(cnn, x) if frozen else model(x)
+            logits = model.logits_from_cnn(cnn, x, ear) if frozen else model(x)
             loss = F.cross_entropy(logits, y, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -462,6 +497,10 @@ def train_split(
                 len(valid), setup.cnn_branch, " (frozen)" if is_frozen(model) else "",
                 sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
     history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress, pick_device(setup.device), setup.resume)
+    if model.ear is not None:
+        history["music_detector"] = music.fit(model, np.concatenate([e.ear_views for e in train]), recipe.seed,
+                                              recipe.nonmusic_each)
+        model.save_pretrained(out_dir)
     if recipe.tag_evidence:
         model = calibrate.reconfigured(model, tag_evidence=recipe.tag_evidence)
         model.save_pretrained(out_dir)
@@ -509,6 +548,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cnn-branch", choices=CNN_BRANCHES, default="musicnn",
                         help="musicnn: pretrained on the Million Song Dataset, frozen unless --finetune; "
                              "scratch: the original PCRNN's CNN (default musicnn)")
+    parser.add_argument("--audioset-branch", choices=(*AUDIOSET_BRANCHES, "none"), default="none",
+                        help="a second pretrained ear, trained on AudioSet (frozen): mn04; it also fits the music "
+                             "detector (default none)")
+    parser.add_argument("--songs", type=Path, metavar="DIR",
+                        help="real songs to train on beside GTZAN: a folder with manifest.csv (file, split, genre, "
+                             "confidence); its train clips join the training clips, and with trainval/all its dev "
+                             "clips too")
+    parser.add_argument("--songs-low-confidence", action="store_true",
+                        help="--songs: take its low-confidence labels too (default: high-confidence clips only)")
     parser.add_argument("--split-dir", type=Path, help="folder with {train,valid,test}_filtered.txt (--split filtered)")
     parser.add_argument("--allow-missing", action="store_true", help="filtered: leave out listed clips that are absent")
     parser.add_argument("--valid-fraction", type=float, default=0.2, help="random: held-out fraction")
@@ -548,6 +596,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.split in ("filtered", "trainval") and args.split_dir is None:
         parser.error(f"--split {args.split} needs --split-dir (the folder of *_filtered.txt lists)")
+    if args.songs and args.split == "kfold":
+        parser.error("--songs joins a split's training clips: use it with filtered, random, trainval or all")
+    if args.audioset_branch != "none" and args.cnn_branch != "musicnn":
+        parser.error("--audioset-branch joins the musicnn branch: use --cnn-branch musicnn")
+    if args.audioset_prior and args.audioset_branch == "none":
+        parser.error("--audioset-prior needs --audioset-branch")
     try:
         pick_device(args.device)
     except ValueError as err:
@@ -579,12 +633,21 @@ def main(argv: list[str] | None = None) -> dict:
         splits = [data.filtered_trainval(clips, args.split_dir, args.allow_missing)]
     else:
         splits = [data.Split("all clips", clips)]
+    if args.songs:
+        song_splits = ("train",) if splits[0].valid else ("train", "dev")
+        songs = data.scan_songs(args.songs, song_splits, args.songs_low_confidence)
+        unknown = sorted({c.label for c in songs} - set(labels))
+        if unknown:
+            raise SystemExit(f"--songs: genres {unknown} are not among the GTZAN genres {labels}")
+        splits[0] = dataclasses.replace(splits[0], name=f"{splits[0].name} + {len(songs)} songs ({'+'.join(song_splits)})",
+                                        train=splits[0].train + songs)
+        logger.info("%d songs of %s (%s) join the training clips", len(songs), args.songs, "+".join(song_splits))
     needed = {c.path: c for s in splits for c in s.train + s.valid}
     mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
                                        not args.no_progress)
     skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
     setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress, args.device, args.resume,
-                  args.workers)
+                  args.workers, None if args.audioset_branch == "none" else args.audioset_branch)
     if args.split == "kfold":
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
