@@ -17,9 +17,10 @@ from genrewiz.engine import OnnxEngine, TorchEngine
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
+from conftest import SHARED
 from synthetic import synth_clip, write_clip
 
-GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini" / "genres"
+GTZAN_MINI = SHARED / "gtzan-mini" / "genres"
 REAL_CLIPS = ("blues/blues.00000.wav", "classical/classical.00001.wav", "metal/metal.00002.wav", "reggae/reggae.00003.wav")
 
 
@@ -67,7 +68,7 @@ def test_onnx_matches_torch_on_generated_audio(checkpoint):
         assert a.window_probabilities.shape[1] == len(onnx.labels)
 
 
-@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason=f"GTZAN clips not found at {GTZAN_MINI}")
+@pytest.mark.shared("gtzan-mini")
 def test_onnx_matches_torch_on_real_clips(checkpoint):
     onnx = GenreClassifier.from_pretrained(checkpoint)
     torch_classifier = GenreClassifier(PCRNN.from_pretrained(checkpoint))
