@@ -154,7 +154,9 @@ def test_fair_turns_serve_in_arrival_order():
         for i, name in enumerate(["long, next chunk", "short", "other long"]):
             threads.append(threading.Thread(target=run, args=(name,)))
             threads[-1].start()
+            deadline = time.monotonic() + 30
             while turns.waiting < i + 2:  # this one has its ticket before the next one asks
+                assert time.monotonic() < deadline, "a run never asked for its turn"
                 time.sleep(0.001)
     for thread in threads:
         thread.join(timeout=10)
