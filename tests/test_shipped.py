@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import train.data as data
 import train.train as train
 from conftest import SHARED
-from genrewiz.checkpoint import ONNX_FILE
-from genrewiz.engine import OnnxEngine, TorchEngine
-from genrewiz.features import make_windows
 from genrewiz import GenreClassifier
+from genrewiz.audio import load_audio
+from genrewiz.checkpoint import ONNX_FILE
+from genrewiz.engine import OnnxEngine
 from genrewiz.hub import BUNDLED_DIR, bundled_source
 from genrewiz.model import PCRNN
-from genrewiz.predict import analyse
 from tests.test_train_data import TINY, make_tree, write_lists
 from train import calibrate
 
@@ -49,31 +49,38 @@ def shipped(name: str) -> dict:
 # --- the graph and the weights ----------------------------------------------------------------------
 
 
+EXCERPT_SECONDS, EXCERPT_RATE = 40.0, 44_100
+"""A gallery clip's middle 40 s (all of a 30 s clip): a window or two each, so torch's side takes seconds, not a minute."""
+
+
 @pytest.fixture(scope="module")
-def gallery_windows() -> dict[str, np.ndarray]:
-    """The middle model window of every gallery clip: real music of every genre, without torch's minute on all of them."""
-    config = PCRNN.from_pretrained(BUNDLED_DIR).features
-    windows = {clip.output: make_windows(analyse(EXAMPLES / clip.output, config).mel, config).data for clip in CLIPS}
-    return {name: w[len(w) // 2: len(w) // 2 + 1] for name, w in windows.items()}
+def excerpts() -> dict[str, np.ndarray]:
+    """Real music of every gallery genre, decoded once, at a rate every front end resamples from."""
+    found = {}
+    for clip in CLIPS:
+        path = EXAMPLES / clip.output
+        offset = max(0.0, (sf.info(path).duration - EXCERPT_SECONDS) / 2)
+        found[clip.output] = load_audio(path, EXCERPT_RATE, EXCERPT_SECONDS, offset=offset).samples
+    return found
 
 
-def test_the_bundled_graph_answers_as_torch_does_on_the_bundled_weights(gallery_windows):
+def test_the_bundled_graph_answers_as_torch_does_on_the_bundled_weights(excerpts):
     onnx = OnnxEngine.for_checkpoint(BUNDLED_DIR)
     assert onnx is not None, f"the bundled {ONNX_FILE} is missing, unreadable or not exported from the weights beside it"
     assert onnx.quantization is None, "README promises a float32 bundled graph; int8 is an opt-in step"
-    model = PCRNN.from_pretrained(BUNDLED_DIR)
-    assert onnx.labels == tuple(model.labels) and onnx.config == model.features
-    by_torch = TorchEngine(model)
-    for name, windows in gallery_windows.items():
-        a, b = onnx.window_probabilities(windows), by_torch.window_probabilities(windows)
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=name)
-        assert a.argmax() == b.argmax(), name
+    by_onnx = GenreClassifier(source=bundled_source(), engine=onnx)
+    by_torch = GenreClassifier(PCRNN.from_pretrained(BUNDLED_DIR))
+    assert by_onnx.labels == by_torch.labels and by_onnx.config == by_torch.config
+    for name, samples in excerpts.items():
+        a, b = by_onnx.predict(samples, EXCERPT_RATE), by_torch.predict(samples, EXCERPT_RATE)
+        np.testing.assert_allclose(a.window_probabilities, b.window_probabilities, atol=1e-4, rtol=0, err_msg=name)
+        assert a.genre == b.genre, name
 
 
 # --- the temperature --------------------------------------------------------------------------------
 
 
-def test_the_shipped_temperature_is_the_one_training_fitted_and_the_model_applies_it(gallery_windows):
+def test_the_shipped_temperature_is_the_one_training_fitted_and_the_model_applies_it(classifier, excerpts):
     temperature = shipped("config.json")["temperature"]
     calibration = shipped("history.json").get("calibration")
     assert calibration, "history.json records no fitted temperature: config.json's cannot be checked"
@@ -85,10 +92,11 @@ def test_the_shipped_temperature_is_the_one_training_fitted_and_the_model_applie
 
     model = PCRNN.from_pretrained(BUNDLED_DIR)
     assert model.temperature == pytest.approx(temperature, rel=1e-9)
-    windows = next(iter(gallery_windows.values()))
-    uncalibrated = TorchEngine(calibrate.reconfigured(model, temperature=1.0)).window_probabilities(windows)
-    served = OnnxEngine.for_checkpoint(BUNDLED_DIR).window_probabilities(windows)
-    np.testing.assert_allclose(served, calibrate.rescale(uncalibrated, temperature), atol=1e-4, rtol=0)
+    samples = next(iter(excerpts.values()))
+    uncalibrated = GenreClassifier(calibrate.reconfigured(model, temperature=1.0)).predict(samples, EXCERPT_RATE)
+    served = classifier.predict(samples, EXCERPT_RATE)  # the bundled graph, as the app and the CLI load it
+    expected = calibrate.rescale(uncalibrated.window_probabilities, temperature)
+    np.testing.assert_allclose(served.window_probabilities, expected, atol=1e-4, rtol=0)
 
 
 # --- README's gallery -------------------------------------------------------------------------------
