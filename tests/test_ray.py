@@ -140,6 +140,7 @@ def local_cli_run(library: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # sets up local_cli_run: a CLI run of up to 600 s
 def test_cli_ray_writes_parquet_with_the_same_rows(local_cli_run, cli_rows):
     done, out, _ = local_cli_run
     assert done.returncode == 0, done.stderr  # every file has its row: a Ray job that did its work succeeded
