@@ -30,7 +30,7 @@ from synthetic import STYLES, synth_clip, write_clip
 SHARED = Path(os.environ.get("GENREWIZ_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 """Data beside the checkout (``../shared``, see its README; CI has it there too), or ``$GENREWIZ_SHARED``."""
 GTZAN_MINI = SHARED / "gtzan-mini"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 """In CI a test that cannot run for want of data, a program or a browser is a failure, not a skip."""
 
 
