@@ -2,12 +2,18 @@
 that must be refused with a clear error, and one of odd inputs that must still get a sane answer.
 
 The app (and with it Gradio) is imported only by the tests that serve it.
+
+What a test needs from outside the project is declared with a marker, ``@pytest.mark.shared("gtzan-mini")``
+(``../shared/<name>``) or ``@pytest.mark.program("espeak-ng")`` (an executable on ``PATH``): where it is
+missing the test is skipped with the reason, and in CI (``CI=true``) it fails instead, as the browser
+test does (this sets ``GENREWIZ_REQUIRE_BROWSER=1`` there).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
+import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +27,27 @@ from genrewiz import GenreClassifier
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import STYLES, synth_clip, write_clip
 
-GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini"
+SHARED = Path(os.environ.get("GENREWIZ_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+"""Data beside the checkout (``../shared``, see its README; CI has it there too), or ``$GENREWIZ_SHARED``."""
+GTZAN_MINI = SHARED / "gtzan-mini"
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+"""In CI a test that cannot run for want of data, a program or a browser is a failure, not a skip."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_CI:
+        os.environ["GENREWIZ_REQUIRE_BROWSER"] = "1"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test whose ``shared``/``program`` needs are missing here, with what is missing; fail it in CI."""
+    missing = [f"../shared/{name}" for mark in item.iter_markers("shared") for name in mark.args if not (SHARED / name).is_dir()]
+    missing += [f"the {name} program" for mark in item.iter_markers("program") for name in mark.args if shutil.which(name) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)}, not found on this machine"
+        if IN_CI:
+            pytest.fail(f"CI=true and this test cannot run: it {reason}", pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +58,6 @@ def classifier() -> GenreClassifier:
 
 TEST_MAX_FILE_SIZE = 8 * 1024 * 1024
 """The served test app's upload limit: above every clip, small enough to exceed cheaply."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -52,9 +72,8 @@ def running_app(classifier: GenreClassifier, examples: list[str], cache_dir: Pat
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GRADIO_EXAMPLES_CACHE", str(cache_dir))
         demo = app.build_demo(classifier, examples, flagging_dir=cache_dir.with_name(cache_dir.name + "-flagged"))
-        _, url, _ = app.launch(
-            demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs
-        )
+        # No port chosen here: Gradio binds the first free one itself, so no other process can take it in between.
+        _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs)
         try:
             yield demo, url, cache_dir
         finally:

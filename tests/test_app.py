@@ -33,7 +33,7 @@ from PIL import Image
 
 import app
 import serving
-from conftest import TEST_MAX_FILE_SIZE, free_port, running_app
+from conftest import TEST_MAX_FILE_SIZE, running_app
 from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
 from genrewiz.hub import BUNDLED_DIR, bundled_source
 from synthetic import write_clip
@@ -407,10 +407,9 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
     checkpoint = tmp_path / "checkpoint"
     PCRNN().save_pretrained(checkpoint)
     (checkpoint / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "n_clips": 40, "split": "filtered/valid"}))
-    port = free_port()
-    env = os.environ | {
+    env = os.environ | {  # no port given: the app binds the first free one and prints its URL
         "GENREWIZ_MODEL": str(checkpoint),
-        "GRADIO_SERVER_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
         "GRADIO_EXAMPLES_CACHE": str(tmp_path / "cache"),
         "GRADIO_TEMP_DIR": str(tmp_path / "gradio-temp"),
         "HF_HUB_OFFLINE": "1",
@@ -419,16 +418,12 @@ def test_python_app_py_serves_the_model_named_in_genrewiz_model(tmp_path, short_
     log = open(tmp_path / "app.log", "wb")
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "app.log").read_text()
-            try:
-                client = Client(url, verbose=False)
-                break
-            except (httpx.HTTPError, ValueError):
-                assert time.monotonic() < deadline, (tmp_path / "app.log").read_text()
-                time.sleep(1)
+        while not (started := re.search(r"Running on local URL:\s+(\S+)", (tmp_path / "app.log").read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()
+            time.sleep(0.5)
+        url = started.group(1).rstrip("/") + "/"
+        client = Client(url, verbose=False)
         label, _ = client.predict(handle_file(short_clip), api_name="/predict")
         assert_top5(label)
         config = httpx.get(f"{url}config", timeout=30).json()

@@ -62,6 +62,24 @@ LAYOUT_JS = """() => {
           viewport: {w: window.innerWidth, h: window.innerHeight}, pageWidth: document.documentElement.scrollWidth};
 }"""
 """Where the page put the figures, the audio label and the verdict, in CSS pixels."""
+SETTLED_JS = f"""() => {{
+  const now = JSON.stringify(({LAYOUT_JS})());
+  const images = [...document.querySelectorAll('#spectrogram img, #timeline img')];
+  const loaded = images.length > 0 && images.every((i) => i.complete && i.naturalWidth > 0);
+  window.__still = loaded && now === window.__layout ? (window.__still || 0) + 1 : 0;
+  window.__layout = now;
+  return window.__still >= 10;
+}}"""
+"""True once the figures have loaded and the layout has held still for ten animation frames (polled each frame)."""
+TOAST_WATCH_JS = """window.__toasts = 0;
+new MutationObserver(() => { if (document.querySelector('[data-testid="toast-body"]')) window.__toasts += 1; })
+  .observe(document, {childList: true, subtree: true});"""
+"""Counts the page's changes while a Gradio pop-up (toast) shows: any at all is a message that fades."""
+NEXT_FRAMES_JS = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))"
+RECORDED_JS = """(seconds) => { const shown = document.querySelector('#song .timestamps time.duration');
+  const [minutes, secs] = shown ? shown.textContent.trim().split(':').map(Number) : [0, 0];
+  return minutes * 60 + secs >= seconds; }"""
+"""True once the recorder's clock shows ``seconds`` recorded."""
 
 
 def check_desktop_layout(layout: dict) -> None:
@@ -145,25 +163,26 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             page.get_by_text(Path(long_example).name, exact=True).first.click()
             expect(page.locator("#details")).to_contain_text(Path(long_example).name)
             expect(page.locator("#timeline img")).to_be_visible()
-            page.wait_for_timeout(500)
+            page.wait_for_function(SETTLED_JS, polling="raf")
             check_desktop_layout(page.evaluate(LAYOUT_JS))
             expect(page.locator("#flag-status")).not_to_contain_text("Thanks")  # the old result's report is gone with it
             page.screenshot(path=tmp_path / "genrewiz-desktop.png")
 
             # The same page on a phone.
             page.set_viewport_size({"width": 390, "height": 844})
-            page.wait_for_timeout(500)
+            page.wait_for_function(SETTLED_JS, polling="raf")
             check_phone_layout(page.evaluate(LAYOUT_JS))
             page.screenshot(path=tmp_path / "genrewiz-phone.png", full_page=True)
 
             # Bad input: the message stays where the result would be (no pop-up that fades), until the next input.
             page = browser.new_page()
+            page.add_init_script(TOAST_WATCH_JS)
             page.goto(url)
             page.locator('#song input[data-testid="file-upload"]').set_input_files(not_audio)
             expect(page.locator("#verdict")).to_contain_text("Can't analyse this audio")
             expect(page.locator("#verdict")).to_contain_text("not_audio.wav: not a readable audio file")
-            page.wait_for_timeout(12_000)  # longer than Gradio's pop-ups last
-            expect(page.locator("#verdict")).to_contain_text("not a readable audio file")
+            page.wait_for_function(NEXT_FRAMES_JS)  # a pop-up sent with the answer is drawn by now
+            assert page.evaluate("window.__toasts") == 0, "the error was shown in a pop-up that fades"
             expect(page.locator('[data-testid="toast-body"]')).to_have_count(0)
             expect(page.locator("#genres")).not_to_contain_text("Error")
             page.screenshot(path=tmp_path / "genrewiz-error.png")
@@ -177,7 +196,7 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             page.goto(url)
             page.get_by_role("button", name="Record audio").click()
             page.get_by_role("button", name="Record", exact=True).click()
-            time.sleep(3)
+            page.wait_for_function(RECORDED_JS, arg=3)
             page.get_by_role("button", name="Stop", exact=True).locator("visible=true").first.click()
             expect(page.locator("#details")).to_contain_text("audio.wav")
             expect(page.locator("#verdict h3")).to_have_text(verdicts)

@@ -9,10 +9,12 @@ import json
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -171,8 +173,9 @@ def test_progress_bar_never_breaks_a_row_on_a_terminal(library):
         [sys.executable, "-m", "genrewiz", "predict", str(library), "--jobs", "1"], stdout=secondary, stderr=secondary, env=env
     )
     os.close(secondary)
-    raw = b""
+    raw, deadline = b"", time.monotonic() + 300
     while True:
+        assert select.select([main], [], [], max(0.0, deadline - time.monotonic()))[0], f"no output for 300 s: {raw[-500:]!r}"
         try:
             chunk = os.read(main, 65536)
         except OSError:  # the process closed the terminal

@@ -18,9 +18,10 @@ from genrewiz.features import AudioSetFeatures
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from genrewiz.musicnn import MUSICNN_FEATURES
+from conftest import SHARED
 from synthetic import synth_clip, write_clip
 
-GTZAN_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "gtzan-mini" / "genres"
+GTZAN_MINI = SHARED / "gtzan-mini" / "genres"
 REAL_CLIPS = ("blues/blues.00000.wav", "classical/classical.00001.wav", "metal/metal.00002.wav", "reggae/reggae.00003.wav")
 
 
@@ -77,7 +78,7 @@ def test_onnx_matches_torch_on_generated_audio(checkpoint):
             np.testing.assert_allclose(a.window_music, b.window_music, atol=1e-4, rtol=0)
 
 
-@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason=f"GTZAN clips not found at {GTZAN_MINI}")
+@pytest.mark.shared("gtzan-mini")
 def test_onnx_matches_torch_on_real_clips(checkpoint):
     onnx = GenreClassifier.from_pretrained(checkpoint)
     torch_classifier = GenreClassifier(PCRNN.from_pretrained(checkpoint))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -303,6 +304,7 @@ def test_full_disk_is_one_clear_line(tmp_path):
 def test_jsonl_streams_and_a_closed_pipe_ends_quietly(slow_library):
     cli = start_cli(str(slow_library[0].parent), "--format", "jsonl", "--jobs", "2", "-q")
     try:
+        assert select.select([cli.stdout], [], [], 300)[0], "no row within 300 s"
         first = json.loads(cli.stdout.readline())  # arrives while the long songs are still decoding
         assert first["path"].endswith("00_short.wav") and first["ok"] and cli.poll() is None
         workers = children(cli.pid)

@@ -51,6 +51,7 @@ def _song(seconds: float, sample_rate: int = 22_050) -> np.ndarray:
     return np.concatenate(parts)[: int(seconds * sample_rate)]
 
 
+@pytest.mark.timeout(900)  # its measuring process may take 600 s
 def test_ten_minute_song_peak_memory_is_bounded(tmp_path):
     """The 10-minute song's peak RSS growth, measured in a fresh process from /proc/self/status."""
     song, warm_up = tmp_path / "song.flac", tmp_path / "warm_up.flac"
@@ -154,7 +155,9 @@ def test_fair_turns_serve_in_arrival_order():
         for i, name in enumerate(["long, next chunk", "short", "other long"]):
             threads.append(threading.Thread(target=run, args=(name,)))
             threads[-1].start()
+            deadline = time.monotonic() + 30
             while turns.waiting < i + 2:  # this one has its ticket before the next one asks
+                assert time.monotonic() < deadline, "a run never asked for its turn"
                 time.sleep(0.001)
     for thread in threads:
         thread.join(timeout=10)

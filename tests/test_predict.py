@@ -56,7 +56,7 @@ def test_bad_input_is_an_audio_error(classifier, bad_inputs):
             classifier.predict(path)
 
 
-@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason="../shared/gtzan-mini is not present on this machine")
+@pytest.mark.shared("gtzan-mini")
 def test_real_gtzan_clip(classifier):
     prediction = classifier.predict(GTZAN_MINI / "genres" / "metal" / "metal.00000.wav")
     assert prediction.duration == pytest.approx(30.0, abs=0.1)
@@ -64,7 +64,7 @@ def test_real_gtzan_clip(classifier):
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.skipif(not GTZAN_MINI.is_dir(), reason="../shared/gtzan-mini is not present on this machine")
+@pytest.mark.shared("gtzan-mini")
 def test_bundled_weights_are_the_trained_ones(classifier):
     """The shipped musicnn PCRNN was trained on GTZAN's artist-filtered train + valid lists, which hold most
     GTZAN-mini clips: it must know them far above chance (10 %), and its metrics must name their protocol."""

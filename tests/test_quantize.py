@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED
 from genrewiz import GenreClassifier
 from genrewiz.checkpoint import META_QUANTIZATION, ONNX_FILE
 from genrewiz.engine import OnnxEngine, TorchEngine
@@ -16,16 +17,12 @@ from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from train.quantize import main
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GTZAN, SPLITS, GTZAN_MINI = SHARED / "gtzan", SHARED / "gtzan-splits", SHARED / "gtzan-mini" / "genres"
 REAL_CLIPS = ("blues/blues.00001.wav", "country/country.00002.wav", "disco/disco.00003.wav", "rock/rock.00004.wav")
 QUANTIZED_TOLERANCE = 0.1
 """Largest whole-song probability difference int8 may make against float32 (README, Speed)."""
 
-pytestmark = pytest.mark.skipif(
-    not (GTZAN.is_dir() and SPLITS.is_dir() and GTZAN_MINI.is_dir()),
-    reason=f"real clips not found under {SHARED} (gtzan/, gtzan-splits/, gtzan-mini/)",
-)
+pytestmark = pytest.mark.shared("gtzan", "gtzan-splits", "gtzan-mini")
 
 
 @pytest.fixture(scope="module")

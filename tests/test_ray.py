@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,7 @@ def local_cli_run(library: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # sets up local_cli_run: a CLI run of up to 600 s
 def test_cli_ray_writes_parquet_with_the_same_rows(local_cli_run, cli_rows):
     done, out, _ = local_cli_run
     assert done.returncode == 0, done.stderr  # every file has its row: a Ray job that did its work succeeded
@@ -178,6 +181,7 @@ def test_ray_option_takes_an_address_but_never_a_path():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a cluster's start and two CLI runs of up to 600 s each
 @pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="no `ray` command")
 def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows, local_cli_run, tmp_path):
     """README's cluster steps: `ray start --head`, then `--ray HOST:PORT` or $RAY_ADDRESS, after a local run."""
@@ -191,15 +195,20 @@ def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows
 
     assert local.returncode == 0, local.stderr
     assert not (home / ".ray").exists()  # nothing left that would switch later connections to tokens
-    port = free_port()
     ray_command = str(Path(sys.executable).parent / "ray") if (Path(sys.executable).parent / "ray").exists() else "ray"
-    head = subprocess.Popen(
-        [ray_command, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    log = tmp_path / "ray-start.log"
+    with log.open("wb") as output:  # --port=0: Ray binds a free port itself and prints it
+        head = subprocess.Popen(
+            [ray_command, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=0", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"],
+            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
-        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while not (started := re.search(r"--address='[^']*:(\d+)'", log.read_text(errors="replace"))):
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.5)
+        address = f"127.0.0.1:{started.group(1)}"
         by_option = genrewiz("--ray", address, str(library), "--output", str(tmp_path / "by-option"), "--format", "jsonl", "-q")
         assert by_option.returncode == 0, by_option.stderr
         by_env = genrewiz("--ray", str(library), "--output", str(tmp_path / "by-env"), "-q", RAY_ADDRESS=address)
@@ -210,11 +219,3 @@ def test_cli_on_a_ray_start_cluster_by_address_and_ray_address(library, cli_rows
     rows = [json.loads(line) for path in sorted((tmp_path / "by-option").glob("*.json")) for line in path.read_text().splitlines()]
     assert_same_rows(rows, cli_rows)
     assert_same_rows(pq.read_table(tmp_path / "by-env").to_pylist(), cli_rows)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -115,6 +115,7 @@ RSS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(1200)  # its CLI run may take 900 s
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to read the resident size")
 def test_memory_stays_flat_over_thousands_of_files(tmp_path):
     """2000 tiny clips through the whole CLI (decoding, model, summary, JSON Lines): the main process does not grow.

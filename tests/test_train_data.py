@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import train.data as data
+from conftest import SHARED
 from genrewiz.features import FeatureConfig
 from tests.synthetic import STYLES, write_clip
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY = FeatureConfig(sample_rate=11_025, n_fft=1024, hop_length=256, window_frames=240, window_hop_frames=120)
 """The smallest window the five conv/pool blocks accept is 222 frames; 240 x 256 / 11,025 Hz ≈ 5.6 s."""
 
@@ -155,8 +155,7 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     assert calls[4:] == [clips[0].path.name], "a changed file is decoded again, the others are not"
 
 
-@pytest.mark.skipif(not (SHARED / "gtzan-mini").is_dir() or not (SHARED / "gtzan-splits").is_dir(),
-                    reason="../shared/gtzan-mini or ../shared/gtzan-splits is not present")
+@pytest.mark.shared("gtzan-mini", "gtzan-splits")
 def test_real_split_lists_against_gtzan_mini():
     clips = data.scan_gtzan(SHARED / "gtzan-mini")
     assert len(clips) == 80 and len(data.labels_of(clips)) == 10
