@@ -134,18 +134,13 @@ def here(recorded: Path) -> Path:
 
 
 def recorded_split(args: argparse.Namespace) -> data.Split:
-    """The clips the recorded command trained and selected on, chosen from its data as ``train.train`` chooses them."""
-    clips = data.scan_gtzan(here(args.data))
-    if args.exclude:
-        clips = data.exclude_listed(clips, here(args.exclude))
-    if args.split == "trainval":
-        return data.filtered_trainval(clips, here(args.split_dir), args.allow_missing)
-    if args.split == "filtered":
-        return data.filtered_split(clips, here(args.split_dir), args.allow_missing)
-    if args.split == "random":
-        return data.random_split(clips, args.valid_fraction, args.seed)
-    assert args.split == "all", f"a shipped checkpoint is not built by --split {args.split}"
-    return data.Split("all clips", clips)
+    """The clips the recorded command trained and selected on, chosen by ``train.train``'s own :func:`choose_splits`."""
+    for name in ("data", "exclude", "split_dir", "songs"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, here(getattr(args, name)))
+    assert args.split != "kfold", f"a shipped checkpoint is not built by --split {args.split}"
+    clips = data.scan_gtzan(args.data)
+    return train.choose_splits(args, clips, data.labels_of(clips))[0]
 
 
 def test_the_recorded_recipe_is_the_one_the_files_describe():
@@ -159,7 +154,7 @@ def test_the_recorded_recipe_is_the_one_the_files_describe():
     assert metrics["shipped_model"]["command"] == history["command"]
 
 
-@pytest.mark.shared("gtzan", "gtzan-splits")
+@pytest.mark.shared("gtzan", "gtzan-splits", "realsongs")
 def test_the_shipped_weights_never_trained_on_a_test_list_clip():
     history = shipped("history.json")
     split = recorded_split(recorded_arguments(history["command"]))

@@ -609,24 +609,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run one training job from the command line; returns its history (or CV report)."""
-    args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    _setup_logging(args.out / "train.log")
-    torch.set_num_threads(args.threads)
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-    config = dataclasses.replace(BRANCH_PRESETS[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
-    started = time.perf_counter()
-    clips = data.scan_gtzan(args.data)
-    labels = data.labels_of(clips)
+def choose_splits(args: argparse.Namespace, clips: list[data.Clip], labels: list[str]) -> list[data.Split]:
+    """The splits a command line asks for: GTZAN's clips (less ``--exclude``'s), and ``--songs`` joining the training clips.
+
+    What a run trains and selects on is decided here alone, so a recorded command can be checked
+    against it (``tests/test_shipped.py``).
+    """
     if args.exclude:
         clips = data.exclude_listed(clips, args.exclude)
-    logger.info("%d clips in %d genres under %s; device %s", len(clips), len(labels), args.data, pick_device(args.device))
+    logger.info("%d clips in %d genres under %s", len(clips), len(labels), args.data)
     if args.split == "kfold":
-        splits = data.kfold_splits(clips, args.folds, recipe.seed)
-    elif args.split == "random":
-        splits = [data.random_split(clips, args.valid_fraction, recipe.seed)]
+        return data.kfold_splits(clips, args.folds, args.seed)
+    if args.split == "random":
+        splits = [data.random_split(clips, args.valid_fraction, args.seed)]
     elif args.split == "filtered":
         splits = [data.filtered_split(clips, args.split_dir, args.allow_missing)]
     elif args.split == "trainval":
@@ -642,6 +637,21 @@ def main(argv: list[str] | None = None) -> dict:
         splits[0] = dataclasses.replace(splits[0], name=f"{splits[0].name} + {len(songs)} songs ({'+'.join(song_splits)})",
                                         train=splits[0].train + songs)
         logger.info("%d songs of %s (%s) join the training clips", len(songs), args.songs, "+".join(song_splits))
+    return splits
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run one training job from the command line; returns its history (or CV report)."""
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(args.out / "train.log")
+    torch.set_num_threads(args.threads)
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    config = dataclasses.replace(BRANCH_PRESETS[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
+    started = time.perf_counter()
+    clips = data.scan_gtzan(args.data)
+    labels = data.labels_of(clips)
+    splits = choose_splits(args, clips, labels)
     needed = {c.path: c for s in splits for c in s.train + s.valid}
     mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
                                        not args.no_progress)
