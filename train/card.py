@@ -224,7 +224,7 @@ def card_text(model_dir: Path, about_data: str | None = None, reproduce: str | N
 
 def conditions_text(metrics: dict, history: dict) -> list[str]:
     """Card lines on the clips as users bring them (recorded through microphones, songs from outside GTZAN) and calibration."""
-    columns = [("clean", metrics)] + [(name, metrics[name]) for name in ("recorded", "field") if name in metrics]
+    columns = [("clean", metrics)] + [(name, metrics[name]) for name in ("songs", "recorded", "field") if name in metrics]
     fitted_here = (metrics.get("calibration") or {}).get("fitted_on", "").endswith("valid")
 
     def ece_text(condition: dict) -> str:
@@ -238,16 +238,24 @@ def conditions_text(metrics: dict, history: dict) -> list[str]:
                 ("balanced accuracy", lambda c: _fmt(c["balanced_accuracy"])),
                 ("macro-F1", lambda c: _fmt(c["macro_f1"], pct=False)),
                 ("expected calibration error", ece_text),
-                ("rock heard as metal", lambda c: c.get("rock_as_metal") or "n/a")]
+                ("rock heard as metal", lambda c: c.get("rock_as_metal") or "n/a"),
+                ("'Most likely' answers", lambda c: _fmt(c["most_likely_share"]) if "most_likely_share" in c else "n/a"),
+                ("'Most likely' right", lambda c: _fmt(c["most_likely_right"]) if c.get("most_likely_right") is not None
+                 else "n/a"),
+                ("called not music", lambda c: c.get("not_music") or "n/a")]
         lines += [
-            "", "### As users bring it: recorded and field audio", "",
+            "", "### As users bring it: real songs, recorded and field audio", "",
             "| | " + " | ".join(name for name, _ in columns) + " |", "|---|" + "---|" * len(columns),
             *[f"| {title} | " + " | ".join(fmt(c) for _, c in columns) + " |" for title, fmt in rows],
             "",
+            "`songs`: real songs from outside GTZAN by artists the model never trained on (the dev split of a "
+            "set of 30 s excerpts of commercial recordings, labelled by AllMusic genre or artist). "
             "`recorded`: the same clips played into a simulated room and picked up by a phone, a laptop and a "
             "video-call chain (`train/arrival.py`, `EVAL_CHAINS`: band limits, resonances, noise, gain control, "
             "codecs; rooms training never used). `field`: real recordings from outside GTZAN, labelled by their "
-            "file names; a small set, so read it with care.",
+            "file names; a small set, so read it with care. \"Most likely\" answers are those the app states as a "
+            "verdict rather than \"Not sure\"; \"called not music\" counts songs whose music probability fell under "
+            "the app's threshold.",
         ]
     calibration = history.get("calibration")
     if calibration:

@@ -351,8 +351,8 @@ def _ear_patches(job: tuple) -> np.ndarray:
 def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = None):
     """``(n, 1, frames, mels)`` windows -> ``(n, patches, 200)`` patch embeddings of the model's frozen trunk.
 
-    The trunk is exported once per set of weights to ONNX and run by ONNX Runtime, about ten times
-    faster than torch eager on a CPU, so building the training caches of many augmented views
+    The trunk is exported once per set of weights to ONNX, with the served graph's exact front-end
+    rewrite, and run by ONNX Runtime, many times faster than torch eager on a CPU, so building the training caches of many augmented views
     takes minutes rather than an hour. Its outputs equal torch's within float32 rounding.
     """
     import onnxruntime as ort
@@ -360,11 +360,11 @@ def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = Non
     from genrewiz.export import OPSET
     from genrewiz.musicnn import PATCH_FRAMES
 
-    path = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"trunk-{_trunk_digest(model)[:16]}.onnx"
+    path = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"trunk-exact-{_trunk_digest(model)[:16]}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        trunk = _TrunkEmbedding(copy.deepcopy(model.cnn.trunk).cpu().eval())
+        trunk = _TrunkEmbedding(copy.deepcopy(model.cnn.trunk).cpu().eval(), model.features.n_mels)
         with warnings.catch_warnings():  # the TorchScript exporter's notes on constant folding
             warnings.simplefilter("ignore")
             torch.onnx.export(trunk, (torch.zeros(2, PATCH_FRAMES, model.features.n_mels),), str(partial),
@@ -387,14 +387,21 @@ def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = Non
 
 
 class _TrunkEmbedding(torch.nn.Module):
-    """The frozen trunk's patch embedding as a module of its own, for export."""
+    """The frozen trunk's patch embedding as a module of its own, for export, with the served graph's exact front end.
 
-    def __init__(self, trunk: torch.nn.Module) -> None:
+    :class:`genrewiz.export.ExactFrontEnd` gives the trunk's front-end maps (to float rounding)
+    at a fraction of the work, so the cache holds what serving computes, sooner.
+    """
+
+    def __init__(self, trunk: torch.nn.Module, n_mels: int) -> None:
         super().__init__()
+        from genrewiz.export import ExactFrontEnd
+
         self.trunk = trunk
+        self.frontend = ExactFrontEnd(trunk, n_mels)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.trunk.embed(patches)
+        return self.trunk.embed_frontend(self.frontend(patches))
 
 
 def _trunk_digest(model: PCRNN) -> str:
