@@ -8,6 +8,7 @@ import pytest
 
 from genrewiz import GenreClassifier, load_model
 from genrewiz.hub import resolve_source
+from tests.synthetic import STYLES, write_clip
 from tests.test_train_data import TINY, make_tree, write_lists
 from train import card, evaluate, push
 from train.train import main as train_main
@@ -32,10 +33,24 @@ def _train(gtzan, out, *extra):
                        "--batch-size", "4", *extra])
 
 
+def make_songs(root, genres=("blues", "jazz", "metal")):
+    """A real-songs folder as ``--songs`` reads it: clips under clips/<genre>/ and a manifest.csv with split and confidence."""
+    rows = ["file,split,genre,confidence"]
+    for g, genre in enumerate(genres):
+        for i, (split, confidence) in enumerate((("train", "high"), ("train", "low"), ("dev", "high"))):
+            name = f"clips/{genre}/{genre}_artist{i}_song.wav"
+            write_clip(root / name, STYLES[g], 7.0, seed=500 + 10 * g + i)
+            rows.append(f"{name},{split},{genre},{confidence}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
-    history = _train(gtzan, out, "--split", "random", "--epochs", "2")
+    songs = make_songs(tmp_path / "songs")
+    history = _train(gtzan, out, "--split", "random", "--epochs", "2", "--songs", str(songs))
+    assert history["n_train"] == 12 + 3 and "+ 3 songs (train)" in history["split"], "high-confidence train songs join"
 
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
     for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
@@ -51,7 +66,7 @@ def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_pat
     field = tmp_path / "field"
     make_tree(field, "genres", ".ogg", per_genre=1, seconds=4.0, genres=("jazz", "metal"))
     metrics = evaluate.main(["--model", str(out), "--data", str(gtzan), "--split", "random", "--field", str(field),
-                             "--no-progress"])
+                             "--songs", str(songs), "--no-progress"])
     for name in EVALUATION_FILES:
         assert (out / name).stat().st_size > 0
     assert metrics["n_clips"] == 3 and metrics["split"] == "random"
@@ -59,9 +74,12 @@ def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_pat
         assert key in metrics
     assert metrics["recorded"]["n_clips"] == 9 and set(metrics["recorded"]["chains"]) == {"laptop", "phone", "voip"}
     assert metrics["field"]["n_clips"] == 2 and metrics["field"]["per_class_n"] == {"jazz": 1, "metal": 1}
+    assert metrics["songs"]["n_clips"] == 3 and 0.0 <= metrics["songs"]["most_likely_share"] <= 1.0
+    assert metrics["songs"]["not_music"] is None, "a model without the AudioSet ear does not judge music"
     assert 0.0 <= metrics["field"]["ece"] <= 1.0 and metrics["temperature"] == 1.0
     report = (out / "classification_report.txt").read_text()
     assert "macro avg" in report and "Conditions side by side" in report and "rock heard as metal" in report
+    assert "'Most likely' right" in report
 
     card.main(["--model", str(out)])
     text = (out / "README.md").read_text()

@@ -19,13 +19,13 @@ if [[ $# -lt 4 ]]; then
 fi
 DATA=$1 SPLITS=$2 FIELD=$3 SONGS=$4 RUNS=${5:-runs}
 # Chosen on valid + songs dev + recorded valid (final-epoch scores; see README Results).
-RECIPE=(--cnn-branch musicnn --audioset-branch mn04 --audioset-prior 1.0 --songs "$SONGS" --epochs 12 --batch-size 16 --lr 3e-4 --warmup-epochs 1 --dropout 0.5 --mixup-alpha 0 --no-specaugment --views 4 --arrivals 2)
+RECIPE=(--cnn-branch musicnn --audioset-branch mn04 --audioset-prior 2.0 --songs "$SONGS" --songs-low-confidence --epochs 12 --batch-size 16 --lr 3e-4 --warmup-epochs 1 --dropout 0.5 --mixup-alpha 0 --no-specaugment --views 4 --arrivals 0)
 
 python -m train.train --data "$DATA" --split filtered --split-dir "$SPLITS" --allow-missing --exclude "$SPLITS/test_filtered.txt" --keep-last "${RECIPE[@]}" --out "$RUNS/filtered"
 python -m train.evaluate --model "$RUNS/filtered" --data "$DATA" --split filtered --subset valid --split-dir "$SPLITS" --allow-missing --songs "$SONGS" --field "$FIELD"
 python -m train.train --data "$DATA" --split trainval --split-dir "$SPLITS" --allow-missing --exclude "$SPLITS/test_filtered.txt" --calibration-folds 4 "${RECIPE[@]}" --out "$RUNS/final"
 python -m train.card --model "$RUNS/final" --evaluation "$RUNS/filtered" --out "$RUNS/bundle" \
-  --about-data "the artist-filtered train and valid lists (Kereliuk, Sturm and Larsen 2015) as far as present in a 319-clip GTZAN copy (188 train + 93 valid clips) and the train and dev splits of a set of real songs from outside GTZAN (271 high-confidence clips, split by artist), each clip also heard as 2 cached arrival variants (modern mastering, room and microphone, codecs); no test-list clip was trained or selected on." \
+  --about-data "the artist-filtered train and valid lists (Kereliuk, Sturm and Larsen 2015) as far as present in a 319-clip GTZAN copy (188 train + 93 valid clips) and the train and dev splits of a set of 342 real songs from outside GTZAN (split by artist); no test-list clip was trained or selected on." \
   --reproduce "bash train/reproduce.sh GTZAN_DIR SPLITS_DIR FIELD_DIR SONGS_DIR"
 if [[ $INSTALL == 1 ]]; then
     rm -f genrewiz/weights/*

@@ -68,7 +68,9 @@ class Recipe:
     trained model's logits (:class:`~genrewiz.model.PCRNN`), not learnt from GTZAN's labels.
     ``audioset_prior`` (with the AudioSet ear) is the weight of that ear's zero-shot genre
     log-probabilities, added to the logits in training too, so the genre layer learns what the
-    prior misses rather than unlearning what AudioSet knows; ``nonmusic_each`` generated clips of
+    prior misses rather than unlearning what AudioSet knows. The ear hears the first
+    ``ear_arrivals`` arrival variants as they arrive and the clean clip in the others' views (its
+    chains run at 32 kHz, several seconds a clip on a CPU). ``nonmusic_each`` generated clips of
     each kind of non-music teach its music detector (:mod:`train.music`).
     Small sets want ``batch_size`` 8 (more updates per epoch).
     """
@@ -93,6 +95,7 @@ class Recipe:
     arrivals: int = 0
     tag_evidence: float = 0.0
     audioset_prior: float = 0.0
+    ear_arrivals: int = 0
     nonmusic_each: int = 24
     finetune: bool = False
     seed: int = 0
@@ -225,7 +228,7 @@ def make_examples(
                 ear_by_view[path] += [ear_clean[path][:1]] * len(shifts)
         for v, (arrival, variant) in enumerate(variants):
             shift = shifts[v % len(shifts)]
-            ear_variant = ear(variant, arrival) if has_ear else {}
+            ear_variant = (ear(variant, arrival) if v < recipe.ear_arrivals else ear_clean) if has_ear else {}
             for path, embeddings in data.load_branch_features(clips, variant, model, [shift], setup.cache_root,
                                                               setup.progress, arrival).items():
                 by_view[path].append(embeddings)
@@ -303,7 +306,7 @@ def cross_fitted_calibration(
     """Calibrate weights trained on every clip: out-of-fold predictions of the same recipe, ``folds`` times over."""
     windows, truth = [], []
     for k, split in enumerate(data.kfold_splits(clips, folds, recipe.seed), 1):
-        model, _ = train_split(split, mels, setup, recipe, out_dir / f"fold{k}", select_best=False)
+        model, _ = train_split(split, mels, setup, recipe, out_dir / f"fold{k}", select_best=False, music_detector=False)
         held_out = make_examples(split.valid, mels, setup, model, recipe, views=False)
         windows += window_probabilities(model, held_out)
         truth += [e.label for e in held_out]
@@ -488,8 +491,13 @@ def train_split(
     recipe: Recipe,
     out_dir: Path,
     select_best: bool = True,
+    music_detector: bool = True,
 ) -> tuple[PCRNN, dict]:
-    """Build a seeded PCRNN and :func:`fit` it on one split; the model comes back on the CPU, in eval mode."""
+    """Build a seeded PCRNN and :func:`fit` it on one split; the model comes back on the CPU, in eval mode.
+
+    With the AudioSet ear, its music detector is fitted too unless ``music_detector`` is off (the
+    calibration folds' models, which only give genre probabilities).
+    """
     model = build_model(setup, recipe)
     train = make_examples(split.train, mels, setup, model, recipe, windows=False)
     valid = make_examples(split.valid, mels, setup, model, recipe, views=False)
@@ -497,7 +505,7 @@ def train_split(
                 len(valid), setup.cnn_branch, " (frozen)" if is_frozen(model) else "",
                 sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
     history = fit(model, train, valid, recipe, out_dir, select_best, setup.progress, pick_device(setup.device), setup.resume)
-    if model.ear is not None:
+    if model.ear is not None and music_detector:
         history["music_detector"] = music.fit(model, np.concatenate([e.ear_views for e in train]), recipe.seed,
                                               recipe.nonmusic_each)
         model.save_pretrained(out_dir)
