@@ -65,8 +65,8 @@ TOP_K = 5
 MAX_FILE_SIZE = 120 * 1024 * 1024
 """Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
 CONCURRENCY_LIMIT = 4
-"""Predictions in progress at once; one client holds at most all but one of them while others
-could come (:func:`serving.next_job`). Their model runs take turns, a few patches each, round
+"""Predictions in progress at once; one client holds at most :data:`serving.PER_CLIENT_RUNNING`
+of them, and never the last free one (:func:`serving.next_job`). Their model runs take turns, a few patches each, round
 robin between clients (:class:`serving.ClientTurns`), so the cores (a free Space has two) are
 shared as before, but a short song starting beside long ones is done in its few turns."""
 QUEUE_SIZE = 64

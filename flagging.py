@@ -150,6 +150,7 @@ class Reports:
 
     def _rotate(self) -> None:
         """``reports.csv`` -> ``reports.1.csv`` -> ... -> ``reports.<keep>.csv``; the oldest goes."""
+
         def rotated(n: int) -> Path:
             return self.folder / f"reports.{n}.csv"
 

@@ -8,8 +8,8 @@ in its cache forever. :class:`RequestGuard`, an ASGI middleware, :func:`share_fa
 :func:`app.launch` installs them.
 
 - Clients (by address) share the model fairly: a waiting job of the client with the fewest
-  running jobs starts first; a client already running a job starts another only while a slot
-  stays free for someone else; and the model's runs take turns round robin between clients
+  running jobs starts first; a client runs at most :data:`PER_CLIENT_RUNNING` jobs, and a
+  second one only while a slot stays free for someone else; and the model's runs take turns round robin between clients
   (:class:`ClientTurns`), so ten jobs from one client get no more of the model than one job
   from another.
 - A client may have at most :data:`PER_CLIENT_QUEUED` jobs waiting; one more is HTTP 429 with a
@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 PER_CLIENT_QUEUED = 8
 """Jobs one client address may have waiting in the queue (running ones not counted)."""
+PER_CLIENT_RUNNING = 2
+"""Jobs one client address may have running at once: on two cores, more would only slow the others' down."""
 LISTEN_GRACE = 30.0
 """Seconds a waiting job's client has to start listening for its answer before the job is dropped."""
 MAX_BODY = 256 * 1024
@@ -132,14 +134,15 @@ def next_job(waiting: Sequence[Any], running: Counter[str | None], limit: int | 
     """The waiting job to start now, or ``None``: fair between clients, not first come, first served.
 
     The earliest job of the client with the fewest running jobs goes first. A client that
-    already runs a job starts another only while a slot stays free after it, so a client with
-    nothing running always finds one (unless as many clients as there are slots are busy).
+    already runs a job starts another only while it runs fewer than :data:`PER_CLIENT_RUNNING`
+    and a slot stays free after it, so a client with nothing running always finds one (unless
+    as many clients as there are slots are busy).
     """
     busy = sum(running.values())
     best: tuple[tuple[int, int], Any] | None = None
     for index, event in enumerate(waiting):
         client = _client_of(event)
-        if running[client] and limit is not None and busy + 1 >= limit:
+        if running[client] and (running[client] >= PER_CLIENT_RUNNING or (limit is not None and busy + 1 >= limit)):
             continue
         key = (running[client], index)
         if best is None or key < best[0]:

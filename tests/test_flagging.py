@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -48,7 +47,8 @@ def test_twenty_concurrent_reports_of_one_analysis_give_one_row(classifier, tmp_
         flagged = cache_dir.with_name(cache_dir.name + "-flagged")
         session = "one-browser-tab"
         with httpx.Client(timeout=120) as http:
-            uploaded = http.post(f"{url}gradio_api/upload", files={"files": ("my song.wav", write_clip(tmp_path / "my song.wav", "pad", 5).read_bytes())})
+            clip = write_clip(tmp_path / "my song.wav", "pad", 5).read_bytes()
+            uploaded = http.post(f"{url}gradio_api/upload", files={"files": ("my song.wav", clip)})
             song = {"path": uploaded.json()[0], "orig_name": "my song.wav", "meta": {"_type": "gradio.FileData"}}
             show, _ = page_event(demo, "show")  # what an upload in the page runs: it keeps the answer in the session
             http.post(f"{url}gradio_api/queue/join", json={"data": [song], "fn_index": show, "session_hash": session})
