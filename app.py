@@ -44,11 +44,12 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 from starlette.middleware import Middleware
 
+import flagging
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
 from genrewiz.checkpoint import MODEL_THREADS
-from genrewiz.engine import FairTurns, Progress
+from genrewiz.engine import Progress
 from genrewiz.features import to_db
 from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
@@ -64,9 +65,10 @@ TOP_K = 5
 MAX_FILE_SIZE = 120 * 1024 * 1024
 """Upload limit in bytes: a 10-minute CD-quality WAV (the most ``genrewiz`` analyses) is 106 MB."""
 CONCURRENCY_LIMIT = 4
-"""Predictions in progress at once. Their model runs take turns, a few patches each
-(``FairTurns``), so the cores (a free Space has two) are shared as before, but a short song
-starting beside long ones is done in its few turns instead of waiting for a free slot."""
+"""Predictions in progress at once; one client holds at most :data:`serving.PER_CLIENT_RUNNING`
+of them, and never the last free one (:func:`serving.next_job`). Their model runs take turns, a few patches each, round
+robin between clients (:class:`serving.ClientTurns`), so the cores (a free Space has two) are
+shared as before, but a short song starting beside long ones is done in its few turns."""
 QUEUE_SIZE = 64
 """Requests waiting beyond that are refused with 'Queue is full' instead of piling up; one client
 may hold :data:`serving.PER_CLIENT_QUEUED` of them."""
@@ -82,9 +84,6 @@ BATCH_LIMIT = 20
 """Files one "several files" request may hold: more would hold a model slot for minutes."""
 RESULTS_FOLDER = "genrewiz-results"
 """Folder for the CSV downloads inside Gradio's cache, swept like :data:`SPECTROGRAM_FOLDER`."""
-FLAGGING_DIR = os.environ.get("GENREWIZ_FLAGGING_DIR", ".gradio/flagged")
-"""Where "this answer is wrong" reports go (``dataset1.csv``: file name, the model's answer, the
-genre the user says is right, time); one report per analysis, no audio kept."""
 APP_CSS = """
 #verdict h3 { margin: 0.2em 0; }
 #spectrogram .image-container, #timeline [data-testid="matplotlib"] { padding-top: 30px; }
@@ -444,27 +443,33 @@ def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, sour
 
 
 def report_wrong(
-    flagger: gr.CSVLogger, labels: Sequence[str], result: tuple[str, Prediction] | None, right: str | None
-) -> tuple[str, tuple[str, Prediction] | None]:
-    """Save one "this answer is wrong" report (file name, the model's top 3, the genre the user says is right).
+    reports: flagging.Reports,
+    result: tuple[str, Prediction] | None,
+    right: str | None,
+    audio: str | None,
+    examples: set[str],
+    request: gr.Request | None = None,
+) -> str:
+    """Save one "this answer is wrong" report of the answer on screen (see :mod:`flagging`); return the line to show.
 
-    Returns the line to show and the page's new result state: ``None`` once reported, so that
-    one analysis gives at most one report (a CSV row, no audio).
+    ``result`` is the session's last analysis (``None`` after a new input); ``audio`` what the
+    song input holds, which tells an example's cached answer (``examples``: their file names)
+    from no answer at all.
     """
-    if result is None:
-        return "Analyse a song first, then tell us if the answer is wrong.", result
-    if right not in labels:
-        return "Choose the genre you think is right.", result
+    if result is None and audio:
+        return flagging.EXAMPLE if Path(audio).name in examples else flagging.NO_ANSWER
+    client = getattr(getattr(request, "client", None), "host", None)
+    refused = reports.report(result, right, client, getattr(request, "session_hash", None))
+    if refused is not None:
+        return refused
     name, prediction = result
-    answer = ", ".join(f"{genre} {p:.4f}" for genre, p in prediction.top(3))
-    flagger.flag([name, answer, right])
-    return f"Thanks: saved that {escape_markdown(name)} is {right} ({verdict_text(prediction).lower()}, said GenreWiz).", None
+    return f"Thanks: saved that {escape_markdown(name)} is {right} ({verdict_text(prediction).lower()}, said GenreWiz)."
 
 
 def build_demo(
     classifier: GenreClassifier,
     examples: Sequence[str | os.PathLike[str]] | None = None,
-    flagging_dir: str | os.PathLike[str] = FLAGGING_DIR,
+    flagging_dir: str | os.PathLike[str] = flagging.FLAGGING_DIR,
 ) -> gr.Blocks:
     """The GenreWiz app around ``classifier``, queued and ready for :func:`launch`.
 
@@ -472,11 +477,11 @@ def build_demo(
     (``gr.Examples(cache_examples=True)``, kept under ``$GRADIO_EXAMPLES_CACHE``). The page's
     own events are private and show a bad input's message where the result would be; the API
     endpoints ``/predict`` and ``/analyse`` hang on a hidden button and raise ``gr.Error``.
-    "This answer is wrong" reports go to ``flagging_dir`` through Gradio's ``CSVLogger``.
+    "This answer is wrong" reports go to ``flagging_dir`` (:class:`flagging.Reports`).
     """
     config = classifier.config
     source = classifier.source
-    classifier.engine.turns = FairTurns()
+    classifier.engine.turns = serving.ClientTurns()
     example_paths = [str(p) for p in (list_examples() if examples is None else examples)]
     metrics = source.metrics() if source else None
     if source is not None and source.fallback_reason:  # the log's business, not the page's
@@ -547,11 +552,11 @@ def build_demo(
         done = f"{len(rows) - failed} of {len(rows)} files analysed" + (f"; {failed} could not be (see `error`)." if failed else ".")
         return rows, write_csv(rows, Path(spectrogram.GRADIO_CACHE) / RESULTS_FOLDER), done
 
-    flagger = gr.CSVLogger(simplify_file_data=True, verbose=False)
-    flag_fields = [gr.Textbox(label=name, render=False) for name in ("file", "answer", "right genre")]
+    reports = flagging.Reports(flagging_dir, classifier.labels, flagging.weights_id(source))
+    example_names = {Path(p).name for p in example_paths}
 
-    def report(result: tuple[str, Prediction] | None, right: str | None) -> tuple[str, Any]:
-        return report_wrong(flagger, classifier.labels, result, right)
+    def report(result: tuple[str, Prediction] | None, right: str | None, audio: str | None, request: gr.Request) -> str:
+        return report_wrong(reports, result, right, audio, example_names, request)
 
     with gr.Blocks(title="GenreWiz", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
@@ -621,27 +626,35 @@ def build_demo(
         batch_button.click(
             analyse_many, inputs=batch_files, outputs=[batch_table, batch_csv, batch_status], api_name="analyse_many", **model_events
         )
-        flag_button.click(report, inputs=[state, right_genre], outputs=[flag_status, state], api_visibility="private", queue=False)
-        # A new input (an upload, a recording, an example) ends the old result's report: a report
-        # always names the answer on screen. Examples carry no report (their answers are cached).
-        audio.change(lambda: (None, ""), outputs=[state, flag_status], api_visibility="private", queue=False)
+        flag_button.click(report, inputs=[state, right_genre, audio], outputs=flag_status, api_visibility="private", queue=False)
+        # A new input (an upload, a recording, an example) ends the old result's report and its
+        # chosen genre: a report always names the answer on screen. Examples carry no report
+        # (their answers are cached).
+        audio.change(
+            lambda: (None, "", None), outputs=[state, flag_status, right_genre], api_visibility="private", queue=False
+        )
         audio.clear(
             lambda: ("", None, None, gr.update(value=None, visible=False), "", None, ""),
             outputs=[verdict, label, spectrogram, timeline, details, state, flag_status],
             api_visibility="private",
             queue=False,
         )
-    flagger.setup(flag_fields, flagging_dir)
-    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    # api_open=False: /gradio_api/run/<api> would run the model outside the queue and its limits.
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE, api_open=False)
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
     """Start the server with the product's settings; ``kwargs`` add to or override them.
 
-    :mod:`serving` guards the routes (per-client queue limit, jobs nobody listens for dropped,
-    absurd bodies refused in one log line) and sweeps refused uploads out of Gradio's cache.
+    :mod:`serving` shares the queue and the model fairly between clients, guards the routes
+    (per-client queue limit, jobs nobody listens for dropped, absurd bodies, files not uploaded
+    and cut-off uploads refused in one log line), sweeps refused uploads out of Gradio's cache
+    and gives memory back once requests are done.
     """
+    serving.return_freed_memory()
+    serving.share_fairly(demo._queue)
+    serving.quiet_refusals(demo)
     watch = serving.QueueWatch(demo)
     app_kwargs = {
         "middleware": [Middleware(serving.RequestGuard, watch=watch)],

@@ -10,7 +10,8 @@ Prints, each measured in a process of its own:
   ``genrewiz/audio.py`` as it was at REV);
 - the CLI: peak RSS and wall time of ``genrewiz predict FILE -j 1`` on the same files;
 - the served app (``python app.py``): the server's peak RSS above idle and the latency of each
-  file through ``gradio_client``, a normal request's latency behind two hostile ones, a 1 GB
+  file through ``gradio_client``, a normal request's latency behind two hostile ones and from
+  another client during one client's flood of 10-minute songs, a 1 GB
   upload attempt (status, time, the most disk and memory it took), the disk used after
   ``--requests`` predictions of distinct clips, the server's RSS a minute after the last
   request, and what is left once the server stops.
@@ -23,6 +24,7 @@ The inputs are written once into ``--work`` and reused (the 10-hour MP3 takes ~3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -267,6 +269,7 @@ def served(inputs: dict[str, Path], work: Path, requests: int) -> None:
             answer = result[0]["label"] if isinstance(result, tuple) else f"error: {result}"
             print(f"| {name} | {seconds:.2f} s | {answer} | {server.rss_mb('VmHWM:') - idle:.0f} MB |")
         starvation(client, inputs)
+        flood(server, client, inputs)
         time.sleep(60)
         print(f"- a minute after the last long request: server RSS {server.rss_mb():.0f} MB")
         upload_attempt(server)
@@ -292,6 +295,47 @@ def starvation(client: Client, inputs: dict[str, Path]) -> None:
         for job in jobs:
             job.result(timeout=600)
         print(f"- a normal 30 s request: {alone:.2f} s alone, {behind:.2f} s sent while two {name} requests ran")
+
+
+FLOOD = 10
+"""Long songs one client sends at once: what it may hold (2 running, 8 waiting; one more is HTTP 429)."""
+
+
+def flood(server: Server, client: Client, inputs: dict[str, Path], tries: int = 3) -> None:
+    """A normal 30 s request from another client (another loopback address) while one client floods with 10-minute songs."""
+    normal = inputs["normal 30 s clip"]
+    long_song = handle_file(str(inputs["ordinary song, 10 min (44.1 kHz stereo FLAC)"]))
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=600)
+
+    def other_request() -> float:
+        """Upload, call and answer, as ``gradio_client`` does them."""
+        start = time.perf_counter()
+        uploaded = other.post(f"{server.url}gradio_api/upload", files={"files": (normal.name, normal.read_bytes())})
+        uploaded.raise_for_status()
+        body = {"data": [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}]}
+        event = other.post(f"{server.url}gradio_api/call/predict", json=body).json()["event_id"]
+        streamed = other.get(f"{server.url}gradio_api/call/predict/{event}").text
+        if "event: complete" not in streamed:
+            raise RuntimeError(streamed)
+        return time.perf_counter() - start
+
+    alone = other_request()
+    jobs = [client.submit(long_song, api_name="/predict") for _ in range(FLOOD)]
+    deadline = time.monotonic() + 300
+    while sum(job.status().code == Status.PROCESSING for job in jobs) < 2:  # the flood runs
+        if time.monotonic() > deadline:
+            raise RuntimeError("the flood never started")
+        time.sleep(0.05)
+    during = [other_request() for _ in range(tries)]
+    for job in jobs:  # the whole flood, so that the memory figures after it are the idle server's
+        with contextlib.suppress(Exception):
+            job.result(timeout=600)
+    other.close()
+    print(
+        f"- fairness: a normal 30 s request from another client took {alone:.2f} s alone and "
+        f"{', '.join(f'{s:.2f}' for s in during)} s while one client flooded with {FLOOD} 10-minute songs "
+        f"(target: within 3 s)"
+    )
 
 
 class Zeros:

@@ -230,22 +230,6 @@ def test_several_files_at_once_give_a_table_and_a_csv(client, clips, predictions
     assert too_many[0]["data"] in ([], [[]]) and f"at most {app.BATCH_LIMIT} at a time" in too_many[2]
 
 
-def test_wrong_answer_reports_go_to_a_csv_once_per_analysis(classifier, tmp_path):
-    prediction = classifier.predict(write_clip(tmp_path / "clip.wav", "pad", 3))
-    flagger = gr.CSVLogger(verbose=False)
-    flagger.setup([gr.Textbox(label=name, render=False) for name in ("file", "answer", "right genre")], tmp_path / "flagged")
-    message, state = app.report_wrong(flagger, classifier.labels, ("my song.wav", prediction), "jazz")
-    assert message.startswith(f"Thanks: saved that {app.escape_markdown('my song.wav')} is jazz") and state is None
-    again, _ = app.report_wrong(flagger, classifier.labels, state, "jazz")
-    assert again.startswith("Analyse a song first")
-    unknown, kept = app.report_wrong(flagger, classifier.labels, ("x.wav", prediction), "polka")
-    assert unknown == "Choose the genre you think is right." and kept is not None
-    with open(tmp_path / "flagged" / "dataset1.csv", newline="", encoding="utf-8") as file:
-        rows = list(csv.reader(file))
-    assert rows[0][:3] == ["file", "answer", "right genre"] and len(rows) == 2
-    assert rows[1][0] == "my song.wav" and rows[1][1].startswith(prediction.top(1)[0][0]) and rows[1][2] == "jazz"
-
-
 @contextlib.contextmanager
 def app_with_own_temp_dir(classifier, tmp_path: Path, delete_cache: tuple[int, int]) -> Iterator[tuple[str, Path]]:
     """A served app (no examples) whose Gradio cache is a folder of this test's own."""

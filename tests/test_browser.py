@@ -154,10 +154,10 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             page.get_by_role("option", name="jazz", exact=True).click()
             page.locator("#flag-button").click()
             expect(page.locator("#flag-status")).to_contain_text("Thanks: saved")
-            flagged = (cache_dir.with_name(cache_dir.name + "-flagged") / "dataset1.csv").read_text(encoding="utf-8")
+            flagged = (cache_dir.with_name(cache_dir.name + "-flagged") / "reports.csv").read_text(encoding="utf-8")
             assert Path(upload).name in flagged and ",jazz," in flagged
             page.locator("#flag-button").click()  # one analysis, one report
-            expect(page.locator("#flag-status")).to_contain_text("Analyse a song first")
+            expect(page.locator("#flag-status")).to_contain_text("Already reported")
 
             # A cached example shows at once, with its genre timeline, both figures one above the other.
             page.get_by_text(Path(long_example).name, exact=True).first.click()
@@ -165,7 +165,12 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             expect(page.locator("#timeline img")).to_be_visible()
             page.wait_for_function(SETTLED_JS, polling="raf")
             check_desktop_layout(page.evaluate(LAYOUT_JS))
-            expect(page.locator("#flag-status")).not_to_contain_text("Thanks")  # the old result's report is gone with it
+            expect(page.locator("#flag-status")).not_to_contain_text("Already")  # the old result's report is gone with it
+            expect(page.locator("#right-genre input")).to_have_value("")  # and so is its chosen genre
+            page.locator("#right-genre input").click()
+            page.get_by_role("option", name="blues", exact=True).click()
+            page.locator("#flag-button").click()  # an example's answer is on screen, not "no song yet"
+            expect(page.locator("#flag-status")).to_contain_text("The examples' answers are fixed")
             page.screenshot(path=tmp_path / "genrewiz-desktop.png")
 
             # The same page on a phone.
