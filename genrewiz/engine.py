@@ -58,8 +58,8 @@ class Engine(Protocol):
     """What runs a checkpoint's model: its labels, its feature settings, and window probabilities."""
 
     name: str
-    turns: FairTurns | None
-    """When set, concurrent songs' model runs take turns in arrival order (the app sets it)."""
+    turns: contextlib.AbstractContextManager | None
+    """When set, concurrent songs' model runs take turns (a :class:`FairTurns`, or the app's own per-client turns)."""
 
     @property
     def description(self) -> str:
@@ -246,7 +246,7 @@ class TorchEngine:
         self.model = model.eval()
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
-        self.turns: FairTurns | None = None
+        self.turns: contextlib.AbstractContextManager | None = None
 
     description = "PyTorch"
 
@@ -368,7 +368,7 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._release = ort.RunOptions()
         self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self.turns: FairTurns | None = None
+        self.turns: contextlib.AbstractContextManager | None = None
         self.batch_size = batch_size
         self.patch_chunk = patch_chunk
         meta = self.session.get_modelmeta().custom_metadata_map
