@@ -50,7 +50,7 @@ from mutagen.id3 import ID3, TCON, TXXX
 from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 from mutagen._vorbis import VCommentDict  # FLAC's, Ogg Vorbis's and Opus's tag type (mutagen is pinned)
 
-from .audio import FFMPEG_EXTENSIONS, _quiet_decoder  # the decoder keeps libmpg123's notes off the terminal
+from .audio import FFMPEG_EXTENSIONS, _quiet_decoder, file_kind  # the decoder keeps libmpg123's notes off the terminal
 from .verdict import doubt_reason, is_unsure
 
 CONFIDENCE_FIELD = "GENREWIZ_CONFIDENCE"
@@ -255,21 +255,8 @@ def _open_regular(path: Path) -> BinaryIO:
     mode = os.fstat(file.fileno()).st_mode
     if not stat.S_ISREG(mode):
         file.close()
-        raise TagError(f"{path.name}: not a regular file ({_kind(mode)}): not read")
+        raise TagError(f"{path.name}: not a regular file ({file_kind(mode)}): not read")
     return file
-
-
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a plain file"
 
 
 def _check_taggable(path: Path) -> None:
