@@ -152,10 +152,10 @@ def tag_rows(
     from .tags import TagError, TagResult, tag_file
 
     for row in rows:
-        held: list[set[signal.Signals]] = []
+        held: list[Callable[[], None]] = []
 
         def pending(result: TagResult, copy: os.stat_result, row: Row = row) -> None:
-            held.append(signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS))
+            held.append(_hold_stops())
             journal(replace(row, tag=result, size=copy.st_size, mtime=copy.st_mtime))
 
         try:
@@ -179,8 +179,31 @@ def tag_rows(
                     row = replace(row, error=str(err))
             yield row
         finally:
-            for mask in held:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for release in held:
+                release()
+
+
+def _hold_stops() -> Callable[[], None]:
+    """Hold :data:`HELD_SIGNALS` (main thread only) until the returned ``release()``, which then acts on the first that came.
+
+    The handlers are swapped rather than the signals blocked: a process-wide signal reaches
+    whichever thread does not block it (the model's, the progress bar's), and Python runs its
+    handler in the main thread anyway.
+    """
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD_SIGNALS}
+
+    def release() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            handler = previous[signal.Signals(caught[0])]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), caught[0])
+
+    return release
 
 
 def already_tagged(files: Sequence[Path], own_fields: bool) -> dict[Path, Row]:
