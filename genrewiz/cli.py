@@ -10,6 +10,10 @@ A file that cannot be read becomes an error row; the run goes on and the exit st
 any file failed. SIGINT and SIGTERM stop the run the same way: the workers are killed, the rows
 so far stay written (a JSON array is closed), and the exit status is 128 + the signal. A
 summary (files, failures, genres, files/s) ends the run on stderr.
+
+A run that writes tags keeps an undo record (:class:`genrewiz.output.Journal`): its JSON Lines
+``--output``, else a file of its own that the summary names; ``tag --restore`` reads it back.
+An existing ``--output`` is never replaced without ``--force``.
 """
 
 from __future__ import annotations
@@ -392,7 +396,8 @@ def _check_output(parser: argparse.ArgumentParser, output: Path, resume: bool, f
     """
     real = Path(os.path.realpath(output))
     if output.suffix.lower() in SUPPORTED_EXTENSIONS or real.suffix.lower() in SUPPORTED_EXTENSIONS:
-        parser.error(f"--output {output} names an audio file{'' if real == output.absolute() else f' ({real})'}: results are never written into one")
+        shown = "" if real == output.absolute() else f" ({real})"
+        parser.error(f"--output {output} names an audio file{shown}: results are never written into one")
     try:
         info = os.stat(output)
     except FileNotFoundError:

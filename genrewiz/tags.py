@@ -305,7 +305,11 @@ def _check_iff(file: BinaryIO, name: str, size: int, fmt: str, audio_chunk: byte
         offset += 8 + chunk + (chunk & 1)
 
 
-def _save_safely(path: Path, edit: Callable[[ID3 | VCommentDict | MP4Tags], None], before_rename: Callable[[os.stat_result], None] | None = None) -> None:
+def _save_safely(
+    path: Path,
+    edit: Callable[[ID3 | VCommentDict | MP4Tags], None],
+    before_rename: Callable[[os.stat_result], None] | None = None,
+) -> None:
     """Apply ``edit`` to a copy of ``path``'s tags, verify the copy's audio, and rename it over ``path``.
 
     The copy keeps the original's permission bits and owner (a file whose owner cannot be kept
@@ -315,10 +319,10 @@ def _save_safely(path: Path, edit: Callable[[ID3 | VCommentDict | MP4Tags], None
     and the status-change time (a tagger that puts the modification time back still moves the
     latter). The copy is locked while it lives, so :func:`remove_stale_copies` never takes it.
     """
-    before = os.stat(path)
-    reference = _audio_digest(path, path)
     temp: Path | None = None
     try:
+        before = os.stat(path)
+        reference = _audio_digest(path, path)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         temp = Path(temp_name)
         with os.fdopen(fd, "wb") as copy, open(path, "rb") as original:
