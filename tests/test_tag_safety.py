@@ -6,12 +6,14 @@ process that tags it on cue. The parent kills the child at moments spread evenly
 jitter) over the measured length of a save, then checks that the file still decodes to exactly
 its original samples, that mutagen reads its tags (old or new), and that nothing a folder scan
 would pick up was left beside it. A kill that leaves a new temporary copy beside an untouched
-file landed mid-save, between the copy and the rename: every format must have had one, or the
-test proved nothing. Those leftovers are then removed as a later run removes them.
+file landed mid-save, between the copy and the rename: every format must have had one (up to
+6 more kills, each halfway between the latest too early and the earliest too late, are made
+until one does), or the test proved nothing. Those leftovers are then removed as a later run removes them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -100,14 +102,25 @@ def test_a_kill_at_any_moment_of_a_save_leaves_the_old_or_the_new_file(tmp_path,
     assert np.array_equal(decoded(path), samples)
     rng = random.Random(ext)
     outcomes = []
-    for kill in range(KILLS_PER_FORMAT):
+    too_early, too_late = 0.0, math.inf  # the latest kill that left no copy, the earliest that came after the rename
+    for kill in range(2 * KILLS_PER_FORMAT):
+        if kill >= KILLS_PER_FORMAT and "mid-save" in outcomes:
+            break  # extra kills, aimed between the closest misses, only until one lands mid-save
+        if kill < KILLS_PER_FORMAT:
+            delay = (kill + rng.uniform(0.2, 0.8)) / KILLS_PER_FORMAT * 1.2 * save_seconds
+        else:
+            delay = (too_early + too_late) / 2 if too_late < math.inf else 1.5 * too_early
         before, copies_before = path.read_bytes(), set(tmp_path.iterdir())
-        Tagger(path).kill_after((kill + rng.uniform(0.2, 0.8)) / KILLS_PER_FORMAT * 1.2 * save_seconds)
+        Tagger(path).kill_after(delay)
         after = path.read_bytes()
         assert np.array_equal(decoded(path), samples), f"{ext}: the audio changed after a kill"
         assert mutagen.File(path) is not None
         new_copies = set(tmp_path.iterdir()) - copies_before
         outcomes.append("new" if after != before else "mid-save" if new_copies else "before the copy")
+        if outcomes[-1] == "new":
+            too_late = min(too_late, delay)
+        elif outcomes[-1] == "before the copy":
+            too_early = max(too_early, delay)
         leftovers = [p for p in tmp_path.iterdir() if p != path]
         assert all(p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) for p in leftovers), leftovers
         assert find_audio_files([tmp_path]) == [path]
