@@ -6,14 +6,13 @@ process that tags it on cue. The parent kills the child at moments spread evenly
 jitter) over the measured length of a save, then checks that the file still decodes to exactly
 its original samples, that mutagen reads its tags (old or new), and that nothing a folder scan
 would pick up was left beside it. A kill that leaves a new temporary copy beside an untouched
-file landed mid-save, between the copy and the rename: every format must have had one (up to
-6 more kills, each halfway between the latest too early and the earliest too late, are made
-until one does), or the test proved nothing. Those leftovers are then removed as a later run removes them.
+file landed mid-save, between the copy and the rename: every format must have had one, so two
+more kills are timed from the moment the copy appears (at once, and a random part of a save
+later), which holds however loaded the machine is. Those leftovers are then removed as a later run removes them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import signal
@@ -80,9 +79,15 @@ class Tagger:
         self.process.stdin.flush()
         return float(self.process.stdout.readline().split()[1])
 
-    def kill_after(self, delay: float) -> None:
+    def kill_after(self, delay: float, once_copied: Path | None = None) -> None:
+        """Start a save and SIGKILL it ``delay`` s later; with ``once_copied``, ``delay`` s after a new copy appears there."""
+        copies = set(once_copied.glob(f".*{TEMP_SUFFIX}")) if once_copied else set()
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
+        deadline = time.monotonic() + 300
+        while once_copied is not None and not set(once_copied.glob(f".*{TEMP_SUFFIX}")) - copies:
+            assert time.monotonic() < deadline, "the save made no copy within 300 s"
+            time.sleep(0.001)
         time.sleep(delay)
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -102,25 +107,17 @@ def test_a_kill_at_any_moment_of_a_save_leaves_the_old_or_the_new_file(tmp_path,
     assert np.array_equal(decoded(path), samples)
     rng = random.Random(ext)
     outcomes = []
-    too_early, too_late = 0.0, math.inf  # the latest kill that left no copy, the earliest that came after the rename
-    for kill in range(2 * KILLS_PER_FORMAT):
-        if kill >= KILLS_PER_FORMAT and "mid-save" in outcomes:
-            break  # extra kills, aimed between the closest misses, only until one lands mid-save
-        if kill < KILLS_PER_FORMAT:
-            delay = (kill + rng.uniform(0.2, 0.8)) / KILLS_PER_FORMAT * 1.2 * save_seconds
-        else:
-            delay = (too_early + too_late) / 2 if too_late < math.inf else 1.5 * too_early
+    # Kills spread over the save's measured length, then kills as soon as the copy appears
+    # (and a random part of a save later): whatever the machine's load, those land mid-save.
+    delays = [(kill + rng.uniform(0.2, 0.8)) / KILLS_PER_FORMAT * 1.2 * save_seconds for kill in range(KILLS_PER_FORMAT)]
+    for kill, delay in enumerate([*delays, 0.0, rng.uniform(0.0, 0.3) * save_seconds]):
         before, copies_before = path.read_bytes(), set(tmp_path.iterdir())
-        Tagger(path).kill_after(delay)
+        Tagger(path).kill_after(delay, once_copied=tmp_path if kill >= KILLS_PER_FORMAT else None)
         after = path.read_bytes()
         assert np.array_equal(decoded(path), samples), f"{ext}: the audio changed after a kill"
         assert mutagen.File(path) is not None
         new_copies = set(tmp_path.iterdir()) - copies_before
         outcomes.append("new" if after != before else "mid-save" if new_copies else "before the copy")
-        if outcomes[-1] == "new":
-            too_late = min(too_late, delay)
-        elif outcomes[-1] == "before the copy":
-            too_early = max(too_early, delay)
         leftovers = [p for p in tmp_path.iterdir() if p != path]
         assert all(p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) for p in leftovers), leftovers
         assert find_audio_files([tmp_path]) == [path]
