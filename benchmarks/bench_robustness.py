@@ -18,6 +18,10 @@ Prints, each measured in a process of its own:
 
     python benchmarks/bench_robustness.py --baseline efb9071    # ~8 minutes on 2 cores
 
+``--tagging`` measures only the tagger instead: 10-minute FLACs tagged by runs killed at random
+moments and right after a rename (the audio, the undo record, ``--restore``, the leftovers a
+later run removes), and ``predict`` / ``tag --dry-run`` over a FIFO and links to devices.
+
 The inputs are written once into ``--work`` and reused (the 10-hour MP3 takes ~35 s to encode).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -408,6 +413,109 @@ def disk_per_request(server: Server, client: Client, work: Path, requests: int) 
     )
 
 
+STOP_AFTER_RENAME = """
+import os, signal, sys
+from genrewiz import cli
+target = sys.argv[1]
+rename = os.replace
+def replace_then_kill(source, destination, *args, **kwargs):
+    rename(source, destination, *args, **kwargs)
+    if os.fspath(destination).endswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_kill
+sys.exit(cli.main(sys.argv[2:]))
+"""
+"""``genrewiz tag`` killed (SIGKILL) right after the tagged copy of the file named argv[1] replaced it."""
+
+
+def tagging_robustness(inputs: dict[str, Path], work: Path, trials: int, seed: int = 22) -> None:
+    """Large-file versions of tests/test_tag_guards.py's kills and tests/test_hostile_paths.py's devices.
+
+    Four copies of the 10-minute FLAC, each with a genre of its own, are tagged with ``--overwrite``
+    into one JSON Lines undo record by ``trials`` runs killed at random moments (each resuming the
+    last) and one killed right after a rename; then a run finishes the rest. Every file must
+    decode to its original samples, ``--restore`` must give every file its own genre back, and a
+    later run removes the temporary copies the kills left (once they are a minute old).
+    """
+    import random
+
+    import mutagen
+
+    from genrewiz.tags import STALE_AFTER_S, TEMP_SUFFIX
+
+    print(f"\n## Tagging under kills: 4 x 10-minute FLAC, {trials} random SIGKILLs + 1 right after a rename")
+    folder = work / "tag-kills"
+    if folder.exists():
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    folder.mkdir(parents=True)
+    songs = []
+    for i in range(4):
+        song = folder / f"song_{i}.flac"
+        song.write_bytes(inputs["ordinary song, 10 min (44.1 kHz stereo FLAC)"].read_bytes())
+        audio = mutagen.File(song)
+        audio["GENRE"] = f"Mine {i}"
+        audio.save()
+        songs.append(song)
+    def digest(song: Path) -> str:
+        return hashlib.sha256(sf.read(song, dtype="float32")[0].tobytes()).hexdigest()
+
+    samples = {song: digest(song) for song in songs}
+    rows = work / "tag-kills.jsonl"
+    rows.unlink(missing_ok=True)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+    args = ["tag", str(folder), "--overwrite", "--min-confidence", "0", "--format", "jsonl", "--output", str(rows), "-j", "1"]
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", STOP_AFTER_RENAME, songs[0].name, *args, "-q"], env=env, capture_output=True)
+    killed_after_rename = done.returncode == -signal.SIGKILL
+    for _ in range(trials):
+        run = subprocess.Popen([sys.executable, "-m", "genrewiz", *args, "--resume", "-q"], env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 20.0))
+        run.kill()
+        run.wait()
+    leftovers = len(list(folder.glob(f".*{TEMP_SUFFIX}")))
+    for copy in folder.glob(f".*{TEMP_SUFFIX}"):
+        os.utime(copy, (time.time() - 2 * STALE_AFTER_S,) * 2)
+    finish = subprocess.run([sys.executable, "-m", "genrewiz", *args, "--resume"], env=env, capture_output=True, text=True)
+    intact = sum(digest(song) == samples[song] for song in songs)
+    tagged = sum(mutagen.File(song)["GENRE"] != [f"Mine {i}"] for i, song in enumerate(songs))
+    undo = subprocess.run([sys.executable, "-m", "genrewiz", "tag", "--restore", str(rows), "-q"], env=env, capture_output=True, text=True)
+    back = sum(mutagen.File(song)["GENRE"] == [f"Mine {i}"] for i, song in enumerate(songs))
+    pending = sum(1 for line in rows.read_text().splitlines() if json.loads(line).get("pending"))
+    print(f"- killed right after a rename: {killed_after_rename}; leftover temporary copies after the kills: {leftovers}, "
+          f"removed by the next run: {'removed' in finish.stderr} ({finish.stderr.strip().splitlines()[:1]})")
+    print(f"- audio intact: {intact} of {len(songs)}; tagged after the last run: {tagged} of {len(songs)}; "
+          f"journal entries: {pending}; --restore exit {undo.returncode}, own genre back: {back} of {len(songs)}; "
+          f"{time.perf_counter() - start:.0f} s in all")
+
+
+def hostile_inputs(work: Path) -> None:
+    """``tag --dry-run`` and ``predict`` over a FIFO and links to /dev/zero and /dev/urandom named like audio: time and peak RSS."""
+    print("\n## Hostile folder: a FIFO and links to /dev/zero, /dev/urandom named like audio")
+    folder = work / "hostile"
+    if folder.exists():
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    folder.mkdir(parents=True)
+    write_clip(folder / "good.wav", "pad", 30)
+    os.mkfifo(folder / "pipe.mp3")
+    (folder / "zero.mp3").symlink_to("/dev/zero")
+    (folder / "noise.flac").symlink_to("/dev/urandom")
+    wrapper = "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], timeout=300).returncode; " \
+        "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+    print("| command | exit | time | peak RSS | error rows |")
+    print("| --- | --- | --- | --- | --- |")
+    for command in (["predict"], ["tag", "--dry-run"]):
+        full = [sys.executable, "-m", "genrewiz", *command, str(folder), "--format", "jsonl", "-q"]
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", wrapper, *full], capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        lines = done.stdout.strip().splitlines()
+        rc, max_kb = lines[-1].split()
+        errors = sum(1 for line in lines[:-1] if not json.loads(line)["ok"])
+        print(f"| genrewiz {' '.join(command)} | {rc} | {seconds:.1f} s | {int(max_kb) / 1024:.0f} MB | {errors} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "genrewiz-bench-robustness")
@@ -416,6 +524,8 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="git revision whose whole package (and model) to measure too")
     parser.add_argument("--skip-app", action="store_true", help="the library and the CLI only")
     parser.add_argument("--app-only", action="store_true", help="the served app only")
+    parser.add_argument("--tagging", action="store_true", help="only the tagger under kills and a hostile folder (large files)")
+    parser.add_argument("--kills", type=int, default=6, help="random kills of the tagging run (default 6)")
     args = parser.parse_args()
     inputs = make_inputs(args.work)
     baseline = None
@@ -433,6 +543,10 @@ def main() -> None:
         before.write_bytes(source.stdout)
     print("inputs: " + ", ".join(f"{name} ({path.stat().st_size / MB:.0f} MB)" for name, path in inputs.items()))
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    if args.tagging:
+        tagging_robustness(inputs, args.work, args.kills)
+        hostile_inputs(args.work)
+        return
     if not args.app_only:
         library(inputs, before, baseline)
         cli(inputs)

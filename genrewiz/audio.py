@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -59,6 +60,9 @@ _HEADROOM = 2.0**-16
 values up to 3.4e38, and summing 1024 channels or resampling them must not overflow float32."""
 _MISLEADING_OPEN_ERROR = "does not exist or is not a regular file"
 """What libsndfile says when its MP3 decoder finds no MPEG frames in a file that does exist."""
+_DIGITS = re.compile(r"(\d+)")
+_AUDIO_MAGIC = (b"ID3", b"fLaC", b"OggS", b".snd", b"\x1aE\xdf\xa3", b"0&\xb2u\x8ef\xcf\x11", b"wvpk", b"MAC ", b"MPCK")
+"""Leading bytes of ID3-tagged MP3, FLAC, Ogg, Sun AU, Matroska/WebM, ASF (WMA), WavPack, Monkey's Audio, Musepack."""
 _DECODER_CHATTER = re.compile(rb"^(Note|Warning|Error): |^\[[^\]\n]*libmpg123[^\]\n]*\] ")
 """Lines libmpg123 prints straight to the process's stderr about the stream it decodes."""
 
@@ -181,7 +185,8 @@ def prepare_waveform(
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand folders recursively into their audio files (sorted); named files are kept as given.
+    """Expand folders recursively into their audio files (in natural order: ``song_2`` before
+    ``song_10``); named files are kept as given.
 
     An entry that cannot be listed or looked at (a folder without read or search permission, a
     link to something unreadable) is kept as it is, so that it becomes an error row saying why
@@ -191,10 +196,30 @@ def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if _is_dir(path):
-            found += sorted(_walk(path))
+            found += sorted(_walk(path), key=natural_key)
         else:
             found.append(path)
     return found
+
+
+def looks_like_audio(head: bytes) -> bool:
+    """Whether a file's first bytes are those of an audio container GenreWiz reads (or an MPEG audio frame).
+
+    Used to refuse writing results over a file that holds audio whatever its name says.
+    """
+    return (
+        head.startswith(_AUDIO_MAGIC)
+        or head[4:8] == b"ftyp"
+        or (head[:4] in (b"RIFF", b"FORM") and head[8:12] in (b"WAVE", b"AIFF", b"AIFC"))
+        or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    )
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key ordering numbers in names by value, folder by folder (``a/song_2.mp3`` before ``a/song_10.mp3``)."""
+    return tuple(
+        tuple((int(piece), piece) if piece.isdigit() else (-1, piece) for piece in _DIGITS.split(part)) for part in path.parts
+    )
 
 
 def _is_dir(path: Path) -> bool:
@@ -217,21 +242,40 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` cannot even be opened (``Permission denied``, a folder, ...), or ``None``.
+    """Why ``path`` cannot even be opened (``Permission denied``, a folder, a FIFO, ...), or ``None``.
 
-    The decoders would report such a file as corrupt; the user needs the real reason.
+    The decoders would report such a file as corrupt; the user needs the real reason. Only a
+    regular file is read: the open does not wait (a FIFO would block it) and the open file is
+    checked before anything reads it (a link to ``/dev/zero`` would never end).
     """
     name = Path(path).name or os.fspath(path)
     try:
         if os.path.isdir(path):
             os.listdir(path)
             return f"{name}: a folder, not an audio file"
-        with open(path, "rb"):
-            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None  # the decoder says "file not found" itself
     except OSError as err:
         return f"{name}: cannot read: {err.strerror or err}"
+    return None if stat.S_ISREG(mode) else f"{name}: not a regular file ({file_kind(mode)}): not read"
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words: ``a FIFO``, ``a device``, ..."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
 
 
 def _chained_ogg(path: Path) -> list[Chain]:

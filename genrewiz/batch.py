@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +30,8 @@ from .predict import Analysis, GenreClassifier, Prediction, analyse
 from .results import Row, file_stat, windows_json
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Stop signals held from a tagged copy's rename until its row is written: a stop never falls between them."""
 
 
 def _init_worker(parent: int) -> None:
@@ -136,33 +138,72 @@ def tag_rows(
     min_confidence: float | None = None,
     dry_run: bool = False,
     own_fields: bool = False,
+    journal: Callable[[Row], None] | None = None,
 ) -> Iterator[Row]:
     """Write each analysed file's top genre into its tags (:func:`genrewiz.tags.tag_file`).
 
     A file that cannot be tagged becomes an error row that keeps its genres; the run goes on.
     Each file's row arrives after its decoding finished, so no worker reads a file being tagged.
+    ``journal`` gets each file's pending row (the genre it had, the tagged copy's size and
+    mtime) just before the copy replaces it; from then until the reader of these rows asks for
+    the next one (it has written this row), SIGINT and SIGTERM are held, so that a stop can
+    never leave a tagged file without its row.
     """
-    from .tags import TagError, tag_file
+    from .tags import TagError, TagResult, tag_file
 
     for row in rows:
-        if row.ok:
-            label, confidence = row.top[0]
-            runner_up = row.top[1][1] if len(row.top) > 1 else 0.0
-            try:
-                result = tag_file(
-                    row.path,
-                    label,
-                    confidence,
-                    runner_up=runner_up,
-                    overwrite=overwrite,
-                    min_confidence=min_confidence,
-                    dry_run=dry_run,
-                    own_fields_only=own_fields,
-                )
-                row = replace(row, tag=result)
-            except TagError as err:
-                row = replace(row, error=str(err))
-        yield row
+        held: list[Callable[[], None]] = []
+
+        def pending(result: TagResult, copy: os.stat_result, row: Row = row) -> None:
+            held.append(_hold_stops())
+            journal(replace(row, tag=result, size=copy.st_size, mtime=copy.st_mtime))
+
+        try:
+            if row.ok:
+                label, confidence = row.top[0]
+                runner_up = row.top[1][1] if len(row.top) > 1 else 0.0
+                try:
+                    result = tag_file(
+                        row.path,
+                        label,
+                        confidence,
+                        runner_up=runner_up,
+                        overwrite=overwrite,
+                        min_confidence=min_confidence,
+                        dry_run=dry_run,
+                        own_fields_only=own_fields,
+                        before_rename=None if journal is None else pending,
+                    )
+                    row = replace(row, tag=result)
+                except TagError as err:
+                    row = replace(row, error=str(err))
+            yield row
+        finally:
+            for release in held:
+                release()
+
+
+def _hold_stops() -> Callable[[], None]:
+    """Hold :data:`HELD_SIGNALS` (main thread only) until the returned ``release()``, which then acts on the first that came.
+
+    The handlers are swapped rather than the signals blocked: a process-wide signal reaches
+    whichever thread does not block it (the model's, the progress bar's), and Python runs its
+    handler in the main thread anyway.
+    """
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD_SIGNALS}
+
+    def release() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            handler = previous[signal.Signals(caught[0])]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), caught[0])
+
+    return release
 
 
 def already_tagged(files: Sequence[Path], own_fields: bool) -> dict[Path, Row]:

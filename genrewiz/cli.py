@@ -10,6 +10,10 @@ A file that cannot be read becomes an error row; the run goes on and the exit st
 any file failed. SIGINT and SIGTERM stop the run the same way: the workers are killed, the rows
 so far stay written (a JSON array is closed), and the exit status is 128 + the signal. A
 summary (files, failures, genres, files/s) ends the run on stderr.
+
+A run that writes tags keeps an undo record (:class:`genrewiz.output.Journal`): its JSON Lines
+``--output``, else a file of its own that the summary names; ``tag --restore`` reads it back.
+An existing ``--output`` is never replaced without ``--force``.
 """
 
 from __future__ import annotations
@@ -21,16 +25,29 @@ import logging
 import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from . import __version__
-from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, find_audio_files
+from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, find_audio_files, looks_like_audio
 from .batch import already_tagged, in_order, predict_files, restore_rows, tag_rows, with_file_stat
 from .checkpoint import MODEL_THREADS
-from .output import FORMATS, OutputError, Summary, TableLayout, restore_plans, unfinished, write_rows
+from .output import (
+    FORMATS,
+    Journal,
+    OutputError,
+    Summary,
+    TableLayout,
+    open_undo_record,
+    restore_plans,
+    rows_problem,
+    undo_folder,
+    unfinished,
+    write_rows,
+)
 from .predict import GenreClassifier
 from .results import Row
 from .verdict import CLOSE_MARGIN, UNSURE_BELOW
@@ -92,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tag",
         help="classify and write each file's top genre into its own tags",
         description="Classify audio files and write the top genre into each file's genre tag, and the "
-        "confidence into a GenreWiz field. Only tags change, never the audio.",
+        "confidence into a GenreWiz field. Only tags change, never the audio. Every run that writes tags keeps an "
+        "undo record: its --format jsonl --output FILE, else a new file in $GENREWIZ_UNDO_DIR or "
+        "$XDG_STATE_HOME/genrewiz/undo (~/.local/state/genrewiz/undo), named at the end of the run. "
+        "To undo a run: genrewiz tag --restore RECORD.",
         formatter_class=_HelpFormatter,
     )
     tag.add_argument("paths", nargs="*", help="audio files and/or folders")
@@ -116,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--restore",
         type=Path,
         metavar="ROWS",
-        help="undo: put back the genres a run's --format jsonl ROWS replaced (where the files still hold GenreWiz's genre)",
+        help="undo: put back the genres a run replaced, from its undo record ROWS (its --format jsonl output or the "
+        "record it named), where the files still hold GenreWiz's genre",
     )
     return parser
 
@@ -168,7 +189,10 @@ def _add_run_options(command: argparse.ArgumentParser, formats: Sequence[str]) -
         help=f"output format (default: {'table; with --ray: parquet' if 'parquet' in formats else 'table'}); "
         "jsonl: one JSON object per line, as it goes",
     )
-    command.add_argument("--output", "-o", type=Path, help="write results here instead of standard output")
+    command.add_argument(
+        "--output", "-o", type=Path, help="write results here instead of standard output (a new file: see --resume, --force)"
+    )
+    command.add_argument("--force", action="store_true", help="replace an existing --output file")
     command.add_argument("--model", help="Hub repo id or checkpoint folder (default: $GENREWIZ_MODEL or the GenreWiz repo)")
     command.add_argument(
         "--windows",
@@ -228,8 +252,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if not files and not restoring:
         print("genrewiz: no audio files found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
-    if args.output is not None and args.output.resolve() in {path.resolve() for path in files}:
-        args.command_parser.error(f"--output {args.output} is one of the audio files to analyse")
+    if args.output is not None and _same_file(args.output, files):
+        args.command_parser.error(f"--output {args.output} is one of the audio files to analyse (or a link to one)")
     summary = Summary()
     try:
         if args.resume:
@@ -243,9 +267,21 @@ def _main(argv: Sequence[str] | None) -> int:
         if not args.quiet:
             print(f"genrewiz: nothing to do: all {summary.skipped} files are already in {args.output}", file=sys.stderr)
         return EXIT_OK
+    journal = None
+    if args.command == "tag" and not args.dry_run and not restoring:
+        try:
+            journal = _open_journal(args, out)
+        except OSError as err:
+            if out is not sys.stdout:
+                out.close()
+            print(f"genrewiz: cannot keep an undo record in {undo_folder()}: {err.strerror or err} "
+                  "(give --format jsonl --output FILE, which is one)", file=sys.stderr)
+            return EXIT_USAGE
+    if args.command == "tag" and not args.dry_run:
+        _remove_stale_copies(files or [Path(path) for path in restore_plans(args.restore)], args.quiet)
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
     try:
-        return _run_restore(args, out) if restoring else _run(args, files, out, summary)
+        return _run_restore(args, out) if restoring else _run(args, files, out, summary, journal)
     except Interrupted as stop:
         print("genrewiz: interrupted; the results so far were written", file=sys.stderr)
         return 128 + stop.signum
@@ -260,8 +296,53 @@ def _main(argv: Sequence[str] | None) -> int:
         if out is not sys.stdout:
             with contextlib.suppress(OSError):
                 out.close()
+        if journal is not None and not journal.own_rows:
+            _close_undo_record(journal, args.quiet)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _open_journal(args: argparse.Namespace, out: TextIO) -> Journal:
+    """The run's undo record: its JSON Lines output, else a new file in :func:`~genrewiz.output.undo_folder`."""
+    if args.format == "jsonl" and args.output is not None:
+        return Journal(out, args.output, own_rows=True)
+    record, path = open_undo_record()
+    return Journal(record, path, own_rows=False)
+
+
+def _close_undo_record(journal: Journal, quiet: bool) -> None:
+    """Close a record of its own; say where it is, or remove it when the run tagged nothing."""
+    with contextlib.suppress(OSError):
+        journal.out.close()
+    if journal.tagged == 0:
+        with contextlib.suppress(OSError):
+            journal.path.unlink()
+    elif not quiet:
+        print(f"genrewiz: undo record: {journal.path} (genrewiz tag --restore {journal.path} undoes this run)", file=sys.stderr)
+
+
+def _remove_stale_copies(files: Sequence[Path], quiet: bool) -> None:
+    """Remove what killed runs left in the folders about to be tagged (see :func:`genrewiz.tags.remove_stale_copies`), and say so."""
+    from .tags import remove_stale_copies
+
+    removed = [copy for folder in dict.fromkeys(path.parent for path in files) for copy in remove_stale_copies(folder)]
+    if removed and not quiet:
+        shown = ", ".join(str(path) for path in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        print(f"genrewiz: removed {len(removed)} temporary cop{'y' if len(removed) == 1 else 'ies'} an interrupted "
+              f"tagging run left: {shown}", file=sys.stderr)
+
+
+def _same_file(output: Path, files: Sequence[Path]) -> bool:
+    """Whether ``output`` is one of ``files``, through any symbolic or hard link (a loop or a missing file is none)."""
+    try:
+        target = os.stat(output)
+    except OSError:
+        return False
+    for path in files:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(path), target):
+                return True
+    return False
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -275,6 +356,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                 parser.error(f"--{option.replace('_', '-')} does not apply to --restore")
         if not restore.is_file():
             parser.error(f"--restore {restore}: no such file")
+        if (problem := rows_problem(restore)) is not None:
+            parser.error(f"--restore {restore}: not an undo record (GenreWiz --format jsonl rows): {problem}")
     elif not args.paths:
         parser.error("give at least one audio file or folder")
     missing = [path for path in args.paths if "://" not in path and not os.path.lexists(path)]
@@ -284,7 +367,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.windows and args.format not in ("json", "jsonl"):
         parser.error("--windows needs --format json or jsonl")
     if args.output is not None and args.ray is None:
-        _check_output(parser, args.output, args.resume)
+        _check_output(parser, args.output, args.resume, args.force)
     if args.ray is None:
         if args.format == "parquet":
             parser.error("--format parquet needs --ray")
@@ -292,6 +375,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error("--actors needs --ray")
         if args.resume and (args.output is None or args.format != "jsonl"):
             parser.error("--resume needs --format jsonl and --output FILE")
+        if args.resume and args.force:
+            parser.error("--resume appends to --output and --force replaces it: give one")
         return
     if args.format not in RAY_FORMATS:
         parser.error("--ray writes --format parquet or jsonl")
@@ -303,18 +388,39 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--resume does not apply to --ray (Ray retries failed tasks itself)")
 
 
-def _check_output(parser: argparse.ArgumentParser, output: Path, resume: bool) -> None:
-    """Refuse an ``--output`` that would overwrite or append to a user's audio, or to anything but our rows."""
-    if output.suffix.lower() in SUPPORTED_EXTENSIONS:
-        parser.error(f"--output {output} names an audio file: results are never written into one")
-    if resume and output.is_file():
+def _check_output(parser: argparse.ArgumentParser, output: Path, resume: bool, force: bool) -> None:
+    """Refuse an ``--output`` that would overwrite or append to a user's audio, to anything but our
+    rows, or to an existing file (a run's undo record, maybe) without ``--resume`` or ``--force``.
+
+    Links are followed first: a name that is a link to audio is audio.
+    """
+    real = Path(os.path.realpath(output))
+    if output.suffix.lower() in SUPPORTED_EXTENSIONS or real.suffix.lower() in SUPPORTED_EXTENSIONS:
+        shown = "" if real == output.absolute() else f" ({real})"
+        parser.error(f"--output {output} names an audio file{shown}: results are never written into one")
+    try:
+        info = os.stat(output)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        parser.error(f"--output {output}: {err.strerror or err}")
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return
+    try:
         with open(output, "rb") as existing:
-            start = existing.read(1)
-        if start not in (b"", b"{"):
-            parser.error(f"--resume --output {output}: not a GenreWiz --format jsonl file; it was left untouched")
+            audio = looks_like_audio(existing.read(64))
+        problem = rows_problem(output) if resume else None
+    except OSError as err:
+        parser.error(f"--output {output}: {err.strerror or err}")
+    if audio:
+        parser.error(f"--output {output} holds audio: results are never written into it; it was left untouched")
+    if problem is not None:
+        parser.error(f"--resume --output {output}: not a GenreWiz --format jsonl file ({problem}); it was left untouched")
+    if not resume and not force:
+        parser.error(f"--output {output} exists (it may be a run's undo record): --resume appends to it, --force replaces it")
 
 
-def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summary) -> int:
+def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summary, journal: Journal | None = None) -> int:
     """Load the model, classify (and for ``tag``, tag) ``files`` into ``out`` and return the exit status."""
     try:
         classifier = GenreClassifier.from_pretrained(args.model, max_duration=args.max_duration, num_threads=MODEL_THREADS)
@@ -335,10 +441,17 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
     rows: Iterable[Row] = predictions
     if tagging:
         tagged = tag_rows(
-            rows, overwrite=args.overwrite, min_confidence=args.min_confidence, dry_run=args.dry_run, own_fields=args.own_fields
+            rows,
+            overwrite=args.overwrite,
+            min_confidence=args.min_confidence,
+            dry_run=args.dry_run,
+            own_fields=args.own_fields,
+            journal=None if journal is None else journal.pending,
         )
         rows = in_order(files, kept, tagged, top)
     rows = summary.count(with_file_stat(rows))
+    if journal is not None:
+        rows = journal.confirm(rows)
     try:
         layout = TableLayout.for_run(files, classifier.labels, top)
         failures = write_rows(rows, out, args.format, top, tags=tagging, layout=layout)
@@ -355,12 +468,20 @@ def _run(args: argparse.Namespace, files: list[Path], out: TextIO, summary: Summ
 
 
 def _run_restore(args: argparse.Namespace, out: TextIO) -> int:
-    """``tag --restore ROWS``: put back the genres a tagging run replaced, a row per file it had tagged."""
+    """``tag --restore ROWS``: put back the genres a tagging run replaced, a row per file it had tagged.
+
+    Ends with what was restored; a record with nothing to restore is an error (exit 1), said so.
+    """
     plans = restore_plans(args.restore)
+    if not plans:
+        print(f"genrewiz: nothing to restore: {args.restore} records no file GenreWiz tagged", file=sys.stderr)
+        return EXIT_SOME_FAILED
     rows = with_file_stat(restore_rows(plans, dry_run=args.dry_run))
     failures = write_rows(rows, out, args.format, 1, tags=True, layout=TableLayout.for_run(plans, [], 1))
-    if failures and not args.quiet:
-        print(f"genrewiz: {failures} of {len(plans)} files could not be restored", file=sys.stderr)
+    if not args.quiet:
+        done = "would restore" if args.dry_run else "restored"
+        failed = f"; {failures} could not be restored (see their rows)" if failures else ""
+        print(f"genrewiz: {done} {len(plans) - failures} of {len(plans)} files{failed}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 

@@ -18,7 +18,8 @@ environment and its Ray workers': nothing else on the network can submit work to
 ``~/.ray/auth_token`` is left behind to break later connections to a cluster that runs without
 tokens. Ray's own gRPC servers still listen on every interface: Ray 2.60 has no setting for
 that (it turns a ``127.0.0.1`` node address into the machine's own), which is what the token
-is for.
+is for, and one log line says so when such an instance starts, with the way to stay on this
+machine (the CLI's own workers).
 
 Imported only for ``--ray``: the app and the plain CLI never need Ray (``pip install genrewiz[ray]``).
 """
@@ -76,6 +77,7 @@ _ANALYSIS_SCHEMA = pa.schema(
     ]
 )
 """Between the decoding tasks and the model actors: the log-mel as raw float32 bytes."""
+logger = logging.getLogger(__name__)
 DECODE_CPUS = 0.5
 """CPU share of one decoding task (a model actor takes 1: one torch thread). The actors together
 always leave at least this much of the cluster free, or decoding could never start."""
@@ -228,7 +230,14 @@ def connect(address: str | None = None, *, quiet: bool = False, num_cpus: int | 
         except (ConnectionError, AuthenticationError, RuntimeError) as err:
             raise RuntimeError(f"cannot connect to the Ray cluster at {target}: {_first_line(err)} ({_AUTH_HINT})") from err
         return
-    if not any(name in os.environ for name in AUTH_VARIABLES):
+    own_token = not any(name in os.environ for name in AUTH_VARIABLES)
+    logger.info(
+        "Ray: no cluster address, so a local Ray instance starts; it listens on this machine's network, not only "
+        "127.0.0.1 (Ray cannot be bound to loopback), %s. To keep everything on this machine, run genrewiz predict "
+        "without --ray: its own worker processes (--jobs N).",
+        "and admits only clients holding its token (token authentication)" if own_token else "with the RAY_AUTH_* settings you gave",
+    )
+    if own_token:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         from ray._raylet import Config

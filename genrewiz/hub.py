@@ -4,7 +4,9 @@ Resolution order: the ``source`` argument, else ``$GENREWIZ_MODEL``, else :data:
 A source named in either of the first two ways must load: a mistyped folder or an unreachable
 repo is an error, never other weights. Only the default repo, when it cannot be fetched
 (offline, ``HF_HUB_OFFLINE=1``, not cached), falls back to the checkpoint shipped inside the
-package; one log line says which weights are in use and, for the fallback, why.
+package; one log line says which weights are in use and, for a fallback the user did not choose
+(the Hub unreachable), why. Offline mode is a choice: its runs are not told each time why the
+Hub was not used.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
         return ModelSource("local", source, path.resolve())
     if named and _is_local_path(source):
         raise FileNotFoundError(f"model folder not found: {source}")
-    offline = is_offline_mode() or not _hub_reachable()
+    chosen_offline = is_offline_mode()
+    offline = chosen_offline or not _hub_reachable()
     try:
         directory = Path(
             snapshot_download(source, cache_dir=cache_dir, allow_patterns=list(CHECKPOINT_FILES), local_files_only=offline)
@@ -98,6 +101,8 @@ def resolve_source(source: str | os.PathLike[str] | None = None, *, cache_dir: s
             raise FileNotFoundError(f"model folder not found: {source} (nor could a Hub repo of that name be fetched: {why})") from err
         if named:
             raise FileNotFoundError(f"model {source} is not a local folder and could not be fetched from the Hub: {why}") from err
+        if chosen_offline:
+            return bundled_source()
         return dataclasses.replace(bundled_source(), fallback_reason=f"{source} could not be fetched from the Hub: {why}")
     return ModelSource("hub", source, directory, revision=directory.name)
 

@@ -1,9 +1,14 @@
-"""Where rows go and come back from: the table, CSV, JSON and JSON Lines writers, the summary, and
-the readers of a run's own JSON Lines (``--resume``, ``tag --restore``).
+"""Where rows go and come back from: the table, CSV, JSON and JSON Lines writers, the summary,
+the undo record of a tagging run, and the readers of a run's own JSON Lines (``--resume``,
+``tag --restore``).
 
 Rows are written and flushed one at a time, each in a single write, so that an interrupted run
 leaves whole rows and a JSON array that is still closed. A JSON row carries its file's size
 and mtime, so a later run can tell which files a killed ``--format jsonl`` run already wrote.
+A tagging run's undo record (its ``--format jsonl`` output, else a file of its own under
+:func:`undo_folder`) also holds a *pending* row (``"pending": true``) for each file, written to
+disk just before the tagged copy replaces the file: a run killed between the two still says
+what the file held.
 """
 
 from __future__ import annotations
@@ -257,15 +262,110 @@ def unfinished(files: list[Path], output: Path, tagging: bool) -> tuple[list[Pat
 def restore_plans(rows_file: Path) -> dict[str, tuple[str, str | None, str]]:
     """Per tagged file in ``rows_file`` (JSON Lines): the genre GenreWiz wrote last, the one it first replaced, the field.
 
-    A file tagged by several runs (``--overwrite``) gets back what it had before the first.
+    A file tagged by several runs (``--overwrite``) gets back what it had before the first. A
+    pending row that no row of the same file follows (the run was killed around the rename)
+    counts when the file is the tagged copy it describes (same size and mtime): the rename
+    happened.
     """
     plans: dict[str, tuple[str, str | None, str]] = {}
+    unconfirmed: dict[str, dict] = {}
+
+    def plan(path: str, tag: dict) -> None:
+        first = plans.get(path, (None, tag["previous"], None))[1]
+        plans[path] = (tag["genre"], first, tag.get("field", "genre"))
+
     with open(rows_file, "rb") as lines:
         for line in lines:
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 row = json.loads(line.decode("utf-8", "surrogateescape"))
-                tag = row["tag"]
-                if row["ok"] and tag["action"] == "tagged":
-                    first = plans.get(row["path"], (None, tag["previous"], None))[1]
-                    plans[row["path"]] = (tag["genre"], first, tag.get("field", "genre"))
+                if row.get("pending"):
+                    unconfirmed[row["path"]] = row
+                    continue
+                unconfirmed.pop(row["path"], None)
+                if row["ok"] and row["tag"]["action"] == "tagged":
+                    plan(row["path"], row["tag"])
+    for path, row in unconfirmed.items():
+        if file_stat(path) == (row["size"], row["mtime"]):
+            plan(path, row["tag"])
     return plans
+
+UNDO_FOLDER_VAR = "GENREWIZ_UNDO_DIR"
+"""Where plain ``genrewiz tag`` runs keep their undo records, if set."""
+
+
+def undo_folder() -> Path:
+    """Where a ``genrewiz tag`` run without a JSON Lines ``--output`` keeps its undo record:
+    ``$GENREWIZ_UNDO_DIR``, else ``$XDG_STATE_HOME/genrewiz/undo`` (``~/.local/state/genrewiz/undo``)."""
+    if folder := os.environ.get(UNDO_FOLDER_VAR):
+        return Path(folder)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state, "genrewiz", "undo")
+
+
+class Journal:
+    """A tagging run's undo record: pending rows before each rename, and the tagged rows after.
+
+    ``out`` is the record. When it is the run's own ``--format jsonl`` output (``own_rows``),
+    its rows are written there anyway; otherwise :meth:`confirm` adds the tagged ones.
+    """
+
+    def __init__(self, out: TextIO, path: Path, own_rows: bool) -> None:
+        self.out, self.path, self.own_rows = out, path, own_rows
+        self.tagged = 0
+
+    def pending(self, row: Row) -> None:
+        """Write ``row`` as pending and put it on disk (``fsync``) before the file it describes changes.
+
+        Raises:
+            OutputError: the record cannot be written: the file is then not tagged.
+        """
+        try:
+            self.out.write(json.dumps({**row.to_json(), "pending": True}) + "\n")
+            self.out.flush()
+            os.fsync(self.out.fileno())
+        except OSError as err:
+            raise OutputError(err) from err
+
+    def confirm(self, rows: Iterable[Row]) -> Iterator[Row]:
+        """Pass ``rows`` through, counting the tagged ones and adding them to a record of its own."""
+        emit = None if self.own_rows else _emitter(self.out)
+        for row in rows:
+            if row.ok and row.tag is not None and row.tag.action == "tagged":
+                self.tagged += 1
+                if emit is not None:
+                    emit(json.dumps(row.to_json()) + "\n")
+            yield row
+
+
+def open_undo_record(folder: Path | None = None) -> tuple[TextIO, Path]:
+    """A new, empty undo record file in ``folder`` (default :func:`undo_folder`), named by the time.
+
+    Raises:
+        OSError: the folder cannot be made or written.
+    """
+    folder = folder or undo_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        path = folder / f"tag-{stamp}{f'-{n}' if n else ''}.jsonl"
+        with contextlib.suppress(FileExistsError):
+            return open(path, "x", encoding="utf-8", errors="surrogateescape"), path
+    raise FileExistsError(f"{folder}: too many undo records named tag-{stamp}")
+
+
+def rows_problem(path: Path) -> str | None:
+    """Why ``path`` is not a file of GenreWiz JSON Lines rows (every whole line one row), or ``None``.
+
+    A last line without its line end (a run killed mid-write) is allowed; an empty file is.
+    """
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                return f"line {number} is not JSON"
+            if not (isinstance(row, dict) and isinstance(row.get("path"), str) and "ok" in row):
+                return f"line {number} is not a GenreWiz row (no path and ok)"
+    return None

@@ -13,9 +13,15 @@ middle of that leaves a file that no longer decodes: the tags are written into a
 same folder, the copy must decode to exactly the samples of the original, it is flushed to
 disk, and only then renamed over the original (one atomic step). A kill at any moment leaves
 either the old file or the new one, plus at worst a hidden ``*.genrewiz-tmp`` copy that no
-folder scan picks up. Containers whose own sizes do not add up (a truncated WAV, a streamed
-one with 0xFFFFFFFF sizes) are refused before anything is written, and so are symbolic links
-(renaming would replace the link, not tag its target).
+folder scan picks up and that :func:`remove_stale_copies` deletes on a later run. Containers
+whose own sizes do not add up (a truncated WAV, a streamed one with 0xFFFFFFFF sizes) are
+refused before anything is written, and so are symbolic links (renaming would replace the link,
+not tag its target), files the user may not write, and anything but a regular file (a FIFO or
+a device is never opened for reading: it could block or never end).
+
+A genre in a tag GenreWiz does not write (a WAV's ``LIST/INFO`` ``IGNR``, an APEv2 ``Genre``)
+counts as the file's genre: such a file is kept, and ``overwrite`` refuses it rather than
+leave two conflicting genres in it.
 
 Imported by ``genrewiz tag`` only, so ``predict`` and the app never need mutagen.
 """
@@ -23,11 +29,14 @@ Imported by ``genrewiz tag`` only, so ``predict`` and the app never need mutagen
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +45,12 @@ from typing import BinaryIO, Literal
 import av
 import mutagen
 import soundfile as sf
+from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3, TCON, TXXX
 from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 from mutagen._vorbis import VCommentDict  # FLAC's, Ogg Vorbis's and Opus's tag type (mutagen is pinned)
 
-from .audio import FFMPEG_EXTENSIONS, _quiet_decoder  # the decoder keeps libmpg123's notes off the terminal
+from .audio import FFMPEG_EXTENSIONS, _quiet_decoder, file_kind  # the decoder keeps libmpg123's notes off the terminal
 from .verdict import doubt_reason, is_unsure
 
 CONFIDENCE_FIELD = "GENREWIZ_CONFIDENCE"
@@ -56,6 +66,8 @@ _MP4_GENRE, _MP4_GENRE_ID = "\xa9gen", "gnre"
 _DISPLAY_NAMES = {"hiphop": "Hip-Hop"}
 """Model labels whose usual tag spelling is not just the capitalised label (ID3v1 genre names)."""
 _STREAMED_SIZE = 0xFFFFFFFF
+STALE_AFTER_S = 60.0
+"""Age (since its last change) from which a temporary copy no process holds is a killed run's leftover."""
 
 Action = Literal["tagged", "would tag", "kept", "uncertain", "restored", "would restore"]
 Field = Literal["genre", "genrewiz"]
@@ -64,6 +76,11 @@ Field = Literal["genre", "genrewiz"]
 
 class TagError(Exception):
     """A file whose tags cannot be read or written, with a one-line reason for the user."""
+
+
+BeforeRename = Callable[["TagResult", os.stat_result], None]
+"""Called with the result and the tagged copy's status just before the copy replaces the file
+(the CLI journals the pending row there, so that a kill right after the rename loses no undo record)."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +129,15 @@ def genre_tag(label: str) -> str:
 def existing_genre(path: str | os.PathLike[str], own_fields_only: bool = False) -> str | None:
     """The genre ``path`` already has in the field GenreWiz would write (cheap: tags only, no decoding).
 
+    Also a genre only in a tag GenreWiz does not write (WAV ``LIST/INFO``, APEv2). Only a
+    regular file is read: a FIFO or a device is refused before any read.
+
     Raises:
         TagError: the file's tags cannot be read.
     """
     path = Path(path)
-    return _genre_of(_open(path, path).tags, "genrewiz" if own_fields_only else "genre")
+    genre, elsewhere = _genres(path, "genrewiz" if own_fields_only else "genre")
+    return genre or (elsewhere[0] if elsewhere else None)
 
 
 def tag_file(
@@ -129,11 +150,14 @@ def tag_file(
     min_confidence: float | None = None,
     dry_run: bool = False,
     own_fields_only: bool = False,
+    before_rename: BeforeRename | None = None,
 ) -> TagResult:
     """Write ``label`` (as :func:`genre_tag` spells it) and ``confidence`` into ``path``'s tags, safely.
 
     Sure enough means: at least ``min_confidence`` when given, else what the app calls sure
     (:func:`genrewiz.verdict.is_unsure` on ``confidence`` and the second genre's ``runner_up``).
+    ``before_rename`` (see :data:`BeforeRename`) runs once the copy is verified, just before it
+    replaces the file.
 
     Raises:
         TagError: the file cannot be read, its format cannot hold tags, its container is
@@ -142,11 +166,15 @@ def tag_file(
     path = Path(path)
     field: Field = "genrewiz" if own_fields_only else "genre"
     _check_taggable(path)
-    audio = _open(path, path)
-    previous = _genre_of(audio.tags, field)
+    previous, elsewhere = _genres(path, field)
     genre = genre_tag(label)
-    if previous and not overwrite:
-        return TagResult("kept", genre, confidence, previous, field)
+    if (previous or elsewhere) and not overwrite:
+        return TagResult("kept", genre, confidence, previous or elsewhere[0], field)
+    if elsewhere:
+        raise TagError(
+            f"{path.name}: not tagged: its genre {elsewhere[0]!r} is in {elsewhere[1]}, which GenreWiz does not rewrite, "
+            "so the file would hold two genres; remove that one first, or use --own-fields"
+        )
     if min_confidence is not None and confidence < min_confidence:
         note = f"{genre} at {confidence:.0%} is under --min-confidence {min_confidence:g}"
         return TagResult("uncertain", genre, confidence, previous, field, note)
@@ -155,8 +183,10 @@ def tag_file(
         return TagResult("uncertain", genre, confidence, previous, field, note)
     if dry_run:
         return TagResult("would tag", genre, confidence, previous, field)
-    _save_safely(path, lambda tags: _set(tags, field, genre, f"{confidence:.4f}"))
-    return TagResult("tagged", genre, confidence, previous, field)
+    result = TagResult("tagged", genre, confidence, previous, field)
+    ready = None if before_rename is None else lambda copy: before_rename(result, copy)
+    _save_safely(path, lambda tags: _set(tags, field, genre, f"{confidence:.4f}"), ready)
+    return result
 
 
 def restore_file(
@@ -172,7 +202,7 @@ def restore_file(
     """
     path = Path(path)
     _check_taggable(path)
-    current = _genre_of(_open(path, path).tags, field)
+    current = _genres(path, field)[0]
     if (current or "").casefold() != written.casefold():
         raise TagError(f"{path.name}: its genre is now {current!r}, not the {written!r} GenreWiz wrote: left as it is")
     if dry_run:
@@ -181,20 +211,71 @@ def restore_file(
     return TagResult("restored", written, None, previous, field)
 
 
+def remove_stale_copies(folder: str | os.PathLike[str], now: float | None = None) -> list[Path]:
+    """Delete the temporary copies killed runs left in ``folder``, and return them.
+
+    A leftover is named like GenreWiz's copies (``.NAME.XXXX.genrewiz-tmp``), is a regular
+    file, has not changed for :data:`STALE_AFTER_S`, and no running save holds its lock (a save
+    locks its copy for as long as it lives). Anything else is left alone, and so is what cannot
+    be removed.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < STALE_AFTER_S:
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a save holds it
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+                finally:
+                    os.close(fd)
+    return removed
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, refused unless it is a regular file (checked on the open file, so nothing can swap it).
+
+    A FIFO would block the open and a device (``/dev/zero``) would never end, so the open does
+    not wait and nothing is read before the check.
+
+    Raises:
+        TagError: not a regular file, or it cannot be opened.
+    """
+    try:
+        file = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
+    except OSError as err:
+        raise TagError(f"{path.name}: cannot read: {_reason(err)}") from err
+    mode = os.fstat(file.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        file.close()
+        raise TagError(f"{path.name}: not a regular file ({file_kind(mode)}): not read")
+    return file
+
+
 def _check_taggable(path: Path) -> None:
-    """Refuse what must not be tagged by copy-and-rename: symbolic links and inconsistent containers."""
+    """Refuse what must not be tagged by copy-and-rename: links, what is not a regular file, what
+    the user may not write, and inconsistent containers."""
     if path.is_symlink():
         raise TagError(f"{path.name}: a symbolic link: not followed (tag the file it points to, in its own folder)")
-    try:
-        with open(path, "rb") as file:
+    with _open_regular(path) as file:
+        if not os.access(path, os.W_OK):
+            raise TagError(f"{path.name}: not tagged: the file is read-only for you (its permissions say so)")
+        try:
             head = file.read(12)
             size = os.fstat(file.fileno()).st_size
             if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
                 _check_iff(file, path.name, size, "<I", b"data", "WAV")
             elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
                 _check_iff(file, path.name, size, ">I", b"SSND", "AIFF")
-    except OSError as err:
-        raise TagError(f"{path.name}: cannot read: {_reason(err)}") from err
+        except OSError as err:
+            raise TagError(f"{path.name}: cannot read: {_reason(err)}") from err
 
 
 def _check_iff(file: BinaryIO, name: str, size: int, fmt: str, audio_chunk: bytes, kind: str) -> None:
@@ -224,43 +305,61 @@ def _check_iff(file: BinaryIO, name: str, size: int, fmt: str, audio_chunk: byte
         offset += 8 + chunk + (chunk & 1)
 
 
-def _save_safely(path: Path, edit: Callable[[ID3 | VCommentDict | MP4Tags], None]) -> None:
+def _save_safely(
+    path: Path,
+    edit: Callable[[ID3 | VCommentDict | MP4Tags], None],
+    before_rename: Callable[[os.stat_result], None] | None = None,
+) -> None:
     """Apply ``edit`` to a copy of ``path``'s tags, verify the copy's audio, and rename it over ``path``.
 
     The copy keeps the original's permission bits and owner (a file whose owner cannot be kept
     is refused); its modification time is the time of tagging, since its content changed and
     backup and sync tools must see that. A hard link to the original keeps the untagged file.
+    The original must be unchanged since it was copied: size, inode, and both the modification
+    and the status-change time (a tagger that puts the modification time back still moves the
+    latter). The copy is locked while it lives, so :func:`remove_stale_copies` never takes it.
     """
-    before = os.stat(path)
-    reference = _audio_digest(path, path)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    temp = Path(temp_name)
+    temp: Path | None = None
     try:
+        before = os.stat(path)
+        reference = _audio_digest(path, path)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        temp = Path(temp_name)
         with os.fdopen(fd, "wb") as copy, open(path, "rb") as original:
+            fcntl.flock(copy.fileno(), fcntl.LOCK_EX)
             shutil.copyfileobj(original, copy, 1 << 20)
-        audio = _open(temp, path)
-        edit(audio.tags)
-        _save(audio, path)
-        if _audio_digest(temp, path) != reference:
-            raise TagError(f"{path.name}: not tagged: with new tags the file would not decode to the same audio; it was left as it was")
-        os.chmod(temp, before.st_mode & 0o7777)
-        if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
-            try:
-                os.chown(temp, before.st_uid, before.st_gid)
-            except PermissionError as err:
-                raise TagError(f"{path.name}: not tagged: the tagged copy could not keep the file's owner") from err
-        with open(temp, "rb+") as written:
-            os.fsync(written.fileno())
-        now = os.stat(path)
-        if (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
-            raise TagError(f"{path.name}: not tagged: the file changed while it was being tagged")
-        os.replace(temp, path)
+            copy.flush()
+            audio = _open(temp, path)
+            edit(audio.tags)
+            _save(audio, path)
+            if _audio_digest(temp, path) != reference:
+                raise TagError(f"{path.name}: not tagged: with new tags the file would not decode to the same audio; it was left as it was")
+            os.chmod(temp, before.st_mode & 0o7777)
+            if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.chown(temp, before.st_uid, before.st_gid)
+                except PermissionError as err:
+                    raise TagError(f"{path.name}: not tagged: the tagged copy could not keep the file's owner") from err
+            os.fsync(copy.fileno())
+            now = os.stat(path)
+            if _identity(now) != _identity(before):
+                raise TagError(f"{path.name}: not tagged: the file changed while it was being tagged")
+            if before_rename is not None:
+                before_rename(os.stat(temp))
+            os.replace(temp, path)
+            temp = None
     except OSError as err:
         raise TagError(f"{path.name}: cannot write tags: {_reason(err)}") from err
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
     _fsync_folder(path.parent)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file changed: device, inode, size, and the modification and status-change times."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _save(audio: mutagen.FileType, path: Path) -> None:
@@ -314,15 +413,72 @@ def _audio_digest(path: Path, original: Path) -> tuple[int, int, int, str]:
     return rate, channels, frames, digest.hexdigest()
 
 
-def _open(path: Path, original: Path) -> mutagen.FileType:
-    """``path`` opened by mutagen as ``original``'s type, with a tag block to edit (an empty one added if it has none)."""
+def _genres(path: Path, field: Field) -> tuple[str | None, tuple[str, str] | None]:
+    """The genre in ``field`` of ``path``'s tags, and (for the standard field) a genre found
+    only in a tag GenreWiz does not write, with where it is: ``("Shoegaze", "WAV LIST/INFO IGNR")``."""
+    with _open_regular(path) as file:
+        audio = _open(path, path, file)
+        genre = _genre_of(audio.tags, field)
+        if genre is not None or field != "genre":
+            return genre, None
+        return None, _foreign_genre(file)
+
+
+def _foreign_genre(file: BinaryIO) -> tuple[str, str] | None:
+    """A genre in a WAV's ``LIST/INFO`` ``IGNR`` or in an APEv2 ``Genre``, with where it was found."""
+    file.seek(0)
+    head = file.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        if (genre := _riff_info_genre(file)) is not None:
+            return genre, "the WAV's LIST/INFO chunk (IGNR)"
+    file.seek(0)
     try:
-        if path == original:
-            audio = mutagen.File(path)
+        ape = APEv2(file)
+    except Exception:  # mutagen raises assorted errors; no readable APEv2 tag means no genre there
+        return None
+    item = ape.get("Genre")
+    genre = None if item is None else next((v.strip() for v in str(item).split("\0") if v.strip()), None)
+    return None if genre is None else (genre, "an APEv2 tag (Genre)")
+
+
+def _riff_info_genre(file: BinaryIO) -> str | None:
+    """The ``IGNR`` text of a WAV's top-level ``LIST``/``INFO`` chunk, if it has one."""
+    size = os.fstat(file.fileno()).st_size
+    offset = 12
+    while offset + 8 <= size:
+        file.seek(offset)
+        chunk_id, (length,) = file.read(4), struct.unpack("<I", file.read(4))
+        if chunk_id == b"LIST" and file.read(4) == b"INFO":
+            end, inner = min(offset + 8 + length, size), offset + 12
+            while inner + 8 <= end:
+                file.seek(inner)
+                sub_id, (sub_length,) = file.read(4), struct.unpack("<I", file.read(4))
+                if sub_id == b"IGNR":
+                    text = file.read(min(sub_length, 1024)).split(b"\0")[0].strip()
+                    return text.decode("utf-8", "replace") or None
+                inner += 8 + sub_length + (sub_length & 1)
+        offset += 8 + length + (length & 1)
+    return None
+
+
+def _open(path: Path, original: Path, file: BinaryIO | None = None) -> mutagen.FileType:
+    """``path`` opened by mutagen as ``original``'s type, with a tag block to edit (an empty one added if it has none).
+
+    ``file``: ``path`` already opened by :func:`_open_regular`, read from instead of the path.
+    """
+    try:
+        if file is not None:
+            file.seek(0)
+            audio = mutagen.File(file)
+        elif path == original:
+            with _open_regular(path) as opened:
+                return _open(path, original, opened)
         else:
             audio = type(mutagen.File(original))(path)
     except OSError as err:
         raise TagError(f"{original.name}: cannot read tags: {_reason(err)}") from err
+    except TagError:
+        raise
     except Exception as err:  # mutagen raises assorted errors (struct.error, ...) on odd files
         raise TagError(f"{original.name}: cannot read tags: {_reason(err)}") from err
     if audio is None:

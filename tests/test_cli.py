@@ -13,6 +13,7 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -28,10 +29,18 @@ from synthetic import synth_clip, write_clip
 GENRES = {"blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"}
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+UNDO_DIR = Path(tempfile.gettempdir()) / f"genrewiz-test-undo-{os.getpid()}"
+"""Where the tests' plain ``genrewiz tag`` runs keep their undo records (not the user's state folder)."""
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a test's CLI run: the bundled weights, offline, undo records in :data:`UNDO_DIR`."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR), "GENREWIZ_UNDO_DIR": str(UNDO_DIR)}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "genrewiz", *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd
+        [sys.executable, "-m", "genrewiz", *args], capture_output=True, text=True, env=cli_env(), timeout=timeout, cwd=cwd
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from genrewiz.hub import BUNDLED_DIR
 from synthetic import write_clip
-from test_cli import run_cli
+from test_cli import cli_env, run_cli
 
 def run_cli_unprivileged(*args: str) -> subprocess.CompletedProcess:
     """The CLI where file permissions apply: as root, without the capabilities that bypass them."""
@@ -23,7 +23,7 @@ def run_cli_unprivileged(*args: str) -> subprocess.CompletedProcess:
         return run_cli(*args)
     if shutil.which("setpriv") is None:
         pytest.skip("running as root, and setpriv (util-linux) is missing to drop CAP_DAC_OVERRIDE")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GENREWIZ_MODEL": str(BUNDLED_DIR)}
+    env = cli_env()
     drop = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
     return subprocess.run([*drop, sys.executable, "-m", "genrewiz", *args], capture_output=True, text=True, env=env, timeout=300)
 

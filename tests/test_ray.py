@@ -147,6 +147,8 @@ def test_cli_ray_writes_parquet_with_the_same_rows(local_cli_run, cli_rows):
     assert_same_rows(pq.read_table(out).to_pylist(), cli_rows)
     assert "genrewiz: 3 of 11 files could not be analysed (rows with ok=false)" in done.stderr
     assert "genrewiz: 11 files in " in done.stderr and "8 analysed, 3 failed" in done.stderr
+    notices = [line for line in done.stderr.splitlines() if "listens on this machine's network" in line]
+    assert len(notices) == 1 and "token authentication" in notices[0] and "without --ray" in notices[0], done.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,13 @@
 
 Each format gets a large file (a minute of stereo at 44.1 kHz; the FLAC without padding and the
 M4A with its ``moov`` first, the layouts that make an in-place save move the audio) and a child
-process that tags it on cue. The parent kills the child at random moments spread over the
-measured length of a save, then checks that the file still decodes to exactly its original
-samples, that mutagen reads its tags (old or new), and that nothing a folder scan would pick
-up was left beside it.
+process that tags it on cue. The parent kills the child at moments spread evenly (with random
+jitter) over the measured length of a save, then checks that the file still decodes to exactly
+its original samples, that mutagen reads its tags (old or new), and that nothing a folder scan
+would pick up was left beside it. A kill that leaves a new temporary copy beside an untouched
+file landed mid-save, between the copy and the rename: every format must have had one, so two
+more kills are timed from the moment the copy appears (at once, and a random part of a save
+later), which holds however loaded the machine is. Those leftovers are then removed as a later run removes them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pytest
 import soundfile as sf
 
 from genrewiz.audio import find_audio_files
-from genrewiz.tags import TEMP_SUFFIX
+from genrewiz.tags import STALE_AFTER_S, TEMP_SUFFIX, remove_stale_copies
 from synthetic import synth_clip
 from test_tags import decoded, make_m4a
 
@@ -76,9 +79,15 @@ class Tagger:
         self.process.stdin.flush()
         return float(self.process.stdout.readline().split()[1])
 
-    def kill_after(self, delay: float) -> None:
+    def kill_after(self, delay: float, once_copied: Path | None = None) -> None:
+        """Start a save and SIGKILL it ``delay`` s later; with ``once_copied``, ``delay`` s after a new copy appears there."""
+        copies = set(once_copied.glob(f".*{TEMP_SUFFIX}")) if once_copied else set()
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
+        deadline = time.monotonic() + 300
+        while once_copied is not None and not set(once_copied.glob(f".*{TEMP_SUFFIX}")) - copies:
+            assert time.monotonic() < deadline, "the save made no copy within 300 s"
+            time.sleep(0.001)
         time.sleep(delay)
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -97,15 +106,20 @@ def test_a_kill_at_any_moment_of_a_save_leaves_the_old_or_the_new_file(tmp_path,
     calibrate.close()
     assert np.array_equal(decoded(path), samples)
     rng = random.Random(ext)
-    outcomes = set()
-    for _ in range(KILLS_PER_FORMAT):
-        before = path.read_bytes()
-        Tagger(path).kill_after(rng.uniform(0.0, 1.2 * save_seconds))
+    outcomes = []
+    # Kills spread over the save's measured length, then kills as soon as the copy appears
+    # (and a random part of a save later): whatever the machine's load, those land mid-save.
+    delays = [(kill + rng.uniform(0.2, 0.8)) / KILLS_PER_FORMAT * 1.2 * save_seconds for kill in range(KILLS_PER_FORMAT)]
+    for kill, delay in enumerate([*delays, 0.0, rng.uniform(0.0, 0.3) * save_seconds]):
+        before, copies_before = path.read_bytes(), set(tmp_path.iterdir())
+        Tagger(path).kill_after(delay, once_copied=tmp_path if kill >= KILLS_PER_FORMAT else None)
         after = path.read_bytes()
         assert np.array_equal(decoded(path), samples), f"{ext}: the audio changed after a kill"
         assert mutagen.File(path) is not None
-        outcomes.add("old" if after == before else "new")
+        new_copies = set(tmp_path.iterdir()) - copies_before
+        outcomes.append("new" if after != before else "mid-save" if new_copies else "before the copy")
         leftovers = [p for p in tmp_path.iterdir() if p != path]
         assert all(p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) for p in leftovers), leftovers
         assert find_audio_files([tmp_path]) == [path]
-    assert outcomes, "no kill was tried"
+    assert "mid-save" in outcomes, f"{ext}: no kill landed between the copy and the rename: {outcomes}"
+    assert remove_stale_copies(tmp_path, now=time.time() + STALE_AFTER_S) and list(tmp_path.iterdir()) == [path]
