@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .audio import AudioError, unreadable_reason
-from .features import FeatureConfig
+from .features import AudioSetFeatures, FeatureConfig
 from .predict import Analysis, GenreClassifier, Prediction, analyse
 from .results import Row, file_stat, windows_json
 
@@ -56,12 +56,14 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.kill()
 
 
-def _analyse_or_error(path: Path, config: FeatureConfig, max_duration: float) -> Analysis | str:
-    """Worker-side step: decode and compute the log-mel, or return the error message."""
+def _analyse_or_error(
+    path: Path, config: FeatureConfig, max_duration: float, ear: AudioSetFeatures | None = None
+) -> Analysis | str:
+    """Worker-side step: decode and compute the log-mel (and the AudioSet ear's), or return the error message."""
     if (reason := unreadable_reason(path)) is not None:
         return reason
     try:
-        return analyse(path, config, max_duration=max_duration)
+        return analyse(path, config, max_duration=max_duration, ear=ear)
     except AudioError as err:
         return str(err)
     except OSError as err:  # e.g. the file vanished or lost its permissions between the checks
@@ -95,12 +97,12 @@ def _predict_files(
         except AudioError as err:
             return Row(str(path), [], error=str(err))
         timeline = windows_json(prediction, classifier.config.window_seconds) if windows else None
-        return Row(str(path), prediction.top(top), duration=prediction.duration, windows=timeline)
+        return Row(str(path), prediction.top(top), duration=prediction.duration, windows=timeline, music=prediction.music)
 
     bar = tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr)
     if jobs <= 1:
         for path in files:
-            yield row(path, _analyse_or_error(path, classifier.config, classifier.max_duration))
+            yield row(path, _analyse_or_error(path, classifier.config, classifier.max_duration, classifier.audioset_config))
             bar.update()
         bar.close()
         return
@@ -116,7 +118,8 @@ def _predict_files(
     try:
         pending: list[tuple[Path, Future]] = []
         for path in files:
-            pending.append((path, pool.submit(_analyse_or_error, path, classifier.config, classifier.max_duration)))
+            pending.append((path, pool.submit(_analyse_or_error, path, classifier.config, classifier.max_duration,
+                                              classifier.audioset_config)))
             if len(pending) >= 2 * jobs:
                 done_path, future = pending.pop(0)
                 yield row(done_path, future.result())
@@ -170,6 +173,7 @@ def tag_rows(
                         runner_up=runner_up,
                         overwrite=overwrite,
                         min_confidence=min_confidence,
+                        music=row.music,
                         dry_run=dry_run,
                         own_fields_only=own_fields,
                         before_rename=None if journal is None else pending,

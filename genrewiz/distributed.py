@@ -47,10 +47,11 @@ from threadpoolctl import threadpool_limits
 
 from .audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError, find_audio_files, unreadable_reason
 from .checkpoint import MODEL_FILES
-from .features import FeatureConfig
-from .output import Summary
+from .features import AudioSetFeatures, FeatureConfig
+from .output import NOT_MUSIC, Summary
 from .predict import Analysis, GenreClassifier, analyse
 from .results import Row
+from .verdict import is_music
 
 ROW_SCHEMA = pa.schema(
     [
@@ -58,6 +59,7 @@ ROW_SCHEMA = pa.schema(
         ("ok", pa.bool_()),
         ("duration_s", pa.float64()),
         ("top", pa.list_(pa.struct([("label", pa.string()), ("confidence", pa.float64())]))),
+        ("music", pa.float64()),
         ("error", pa.string()),
         ("size", pa.int64()),
         ("mtime", pa.float64()),
@@ -69,6 +71,8 @@ _ANALYSIS_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("mel", pa.large_binary()),
         ("frames", pa.int64()),
+        ("ear_mel", pa.large_binary()),
+        ("ear_frames", pa.int64()),
         ("duration", pa.float64()),
         ("source_duration", pa.float64()),
         ("error", pa.string()),
@@ -76,7 +80,7 @@ _ANALYSIS_SCHEMA = pa.schema(
         ("mtime", pa.float64()),
     ]
 )
-"""Between the decoding tasks and the model actors: the log-mel as raw float32 bytes."""
+"""Between the decoding tasks and the model actors: the log-mels (the AudioSet ear's too, if any) as raw float32 bytes."""
 logger = logging.getLogger(__name__)
 DECODE_CPUS = 0.5
 """CPU share of one decoding task (a model actor takes 1: one torch thread). The actors together
@@ -159,7 +163,7 @@ def predict_dataset(
     return dataset.map_batches(
         _analyse_batch,
         batch_format="pyarrow",
-        fn_kwargs={"config": classifier.config, "max_duration": max_duration},
+        fn_kwargs={"config": classifier.config, "max_duration": max_duration, "ear": classifier.audioset_config},
         num_cpus=DECODE_CPUS,
     ).map_batches(
         _Classify,
@@ -289,12 +293,12 @@ def _item(path: str) -> dict[str, str | None]:
     return {"path": path, "name_error": None}
 
 
-def _analyse_batch(batch: pa.Table, config: FeatureConfig, max_duration: float) -> pa.Table:
+def _analyse_batch(batch: pa.Table, config: FeatureConfig, max_duration: float, ear: AudioSetFeatures | None) -> pa.Table:
     """Ray task: decode and compute the log-mel of each file in ``batch``, or its error (one BLAS thread, as the CLI's workers)."""
     paths, name_errors = batch.column("path").to_pylist(), batch.column("name_error").to_pylist()
     with threadpool_limits(1):
         rows = [
-            _analyse_one(path, config, max_duration) if error is None else _error_row(path, error)
+            _analyse_one(path, config, max_duration, ear) if error is None else _error_row(path, error)
             for path, error in zip(paths, name_errors, strict=True)
         ]
     return pa.Table.from_pylist(rows, schema=_ANALYSIS_SCHEMA)
@@ -302,10 +306,11 @@ def _analyse_batch(batch: pa.Table, config: FeatureConfig, max_duration: float) 
 
 def _error_row(path: str, error: str | None) -> dict:
     """An :data:`_ANALYSIS_SCHEMA` row with nothing analysed (yet), for ``path``."""
-    return {"path": path, "mel": None, "frames": None, "duration": None, "source_duration": None, "error": error, "size": None, "mtime": None}
+    return {"path": path, "mel": None, "frames": None, "ear_mel": None, "ear_frames": None, "duration": None,
+            "source_duration": None, "error": error, "size": None, "mtime": None}
 
 
-def _analyse_one(path: str, config: FeatureConfig, max_duration: float) -> dict:
+def _analyse_one(path: str, config: FeatureConfig, max_duration: float, ear: AudioSetFeatures | None) -> dict:
     """One file's :data:`_ANALYSIS_SCHEMA` row; a URI is copied to a local temporary file first."""
     row = _error_row(path, None)
     if "://" not in path and (reason := unreadable_reason(path)) is not None:
@@ -313,21 +318,26 @@ def _analyse_one(path: str, config: FeatureConfig, max_duration: float) -> dict:
         return row
     try:
         if "://" in path:
-            row["size"], row["mtime"], analysis = _analyse_uri(path, config, max_duration)
+            row["size"], row["mtime"], analysis = _analyse_uri(path, config, max_duration, ear)
         else:
             with contextlib.suppress(OSError):
                 stat = os.stat(path)
                 row["size"], row["mtime"] = stat.st_size, stat.st_mtime
-            analysis = analyse(path, config, max_duration=max_duration)
+            analysis = analyse(path, config, max_duration=max_duration, ear=ear)
     except AudioError as err:
         row["error"] = str(err)
         return row
     mel = np.ascontiguousarray(analysis.mel, dtype=np.float32)
     row.update(mel=mel.tobytes(), frames=len(mel), duration=analysis.duration, source_duration=analysis.source_duration)
+    if analysis.ear_mel is not None:
+        ear_mel = np.ascontiguousarray(analysis.ear_mel, dtype=np.float32)
+        row.update(ear_mel=ear_mel.tobytes(), ear_frames=len(ear_mel))
     return row
 
 
-def _analyse_uri(uri: str, config: FeatureConfig, max_duration: float) -> tuple[int | None, float | None, Analysis]:
+def _analyse_uri(
+    uri: str, config: FeatureConfig, max_duration: float, ear: AudioSetFeatures | None
+) -> tuple[int | None, float | None, Analysis]:
     """Size, mtime and analysis of a file ``pyarrow.fs`` reads, through a temporary copy under its own name.
 
     Raises:
@@ -345,7 +355,7 @@ def _analyse_uri(uri: str, config: FeatureConfig, max_duration: float) -> tuple[
             local = Path(folder) / name
             with filesystem.open_input_stream(path) as source, open(local, "wb") as copy:
                 shutil.copyfileobj(source, copy, length=1 << 20)
-            analysis = analyse(local, config, max_duration=max_duration)
+            analysis = analyse(local, config, max_duration=max_duration, ear=ear)
     except (OSError, pa.ArrowException) as err:
         raise AudioError(f"{name}: cannot read: {err}") from err
     return info.size, None if info.mtime_ns is None else info.mtime_ns / 1e9, analysis
@@ -369,19 +379,21 @@ class _Classify:
         stat = {"size": item["size"], "mtime": item["mtime"]}
         if item["error"] is not None:
             return Row(item["path"], [], error=item["error"], **stat)
-        n_mels = self.classifier.config.n_mels
-        mel = np.frombuffer(item["mel"], dtype=np.float32).reshape(item["frames"], n_mels)
+        mel = np.frombuffer(item["mel"], dtype=np.float32).reshape(item["frames"], self.classifier.config.n_mels)
+        ear = self.classifier.audioset_config
+        ear_mel = None if ear is None else np.frombuffer(item["ear_mel"], dtype=np.float32).reshape(item["ear_frames"], ear.n_mels)
         try:
-            prediction = self.classifier.classify(Analysis(mel, item["duration"], item["source_duration"]))
+            prediction = self.classifier.classify(Analysis(mel, item["duration"], item["source_duration"], ear_mel))
         except AudioError as err:
             return Row(item["path"], [], error=str(err), **stat)
-        return Row(item["path"], prediction.top(self.top), duration=prediction.duration, **stat)
+        return Row(item["path"], prediction.top(self.top), duration=prediction.duration, music=prediction.music, **stat)
 
 
 def _count(filesystem: pafs.FileSystem, path: str, fmt: str, summary: Summary) -> Summary:
-    """Count files, failures and top genres into ``summary``, read back from the written rows (two small columns)."""
+    """Count files, failures and top genres into ``summary``, read back from the written rows (three small columns)."""
     files = pads.dataset(path, filesystem=filesystem, format="parquet" if fmt == "parquet" else "json")
-    for batch in files.to_batches(columns=["ok", "top"]):
-        for ok, top in zip(batch.column("ok").to_pylist(), batch.column("top").to_pylist(), strict=True):
-            summary.add(ok, top[0]["label"] if ok else None)
+    for batch in files.to_batches(columns=["ok", "top", "music"]):
+        columns = (batch.column(name).to_pylist() for name in ("ok", "top", "music"))
+        for ok, top, music in zip(*columns, strict=True):
+            summary.add(ok, (top[0]["label"] if is_music(music) else NOT_MUSIC) if ok else None)
     return summary

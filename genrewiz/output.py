@@ -31,6 +31,8 @@ from tqdm import tqdm
 from .results import Row, file_stat
 
 FORMATS = ("table", "json", "jsonl", "csv")
+NOT_MUSIC = "not music"
+"""What the table and the summary say in place of a genre for a file that does not sound like music."""
 """What :func:`write_rows` writes."""
 MAX_PATH_WIDTH = 60
 """Widest the table's file column is laid out for; a longer path is shown whole and pushes its row."""
@@ -78,6 +80,8 @@ class TableLayout:
             return self._line(path, "", "", "", "", tag)
         (genre, confidence), others = row.top[0], row.top[1:]
         also = ", ".join(f"{label} {p:.0%}" for label, p in others)
+        if not row.is_music:  # the genres stay visible, but none is the file's
+            return self._line(path, NOT_MUSIC, "", _length(row.duration), f"{genre} {confidence:.0%}, {also}".rstrip(", "), tag)
         return self._line(path, genre, f"{confidence:.0%}", _length(row.duration), also, tag)
 
     def _line(self, path: str, genre: str, confidence: str, length: str, also: str, tag: str | None) -> str:
@@ -117,7 +121,7 @@ def write_rows(
     failures = written = 0
     if fmt == "csv":
         ranks = [f"{kind}_{i}" for i in range(1, top + 1) for kind in ("genre", "confidence")]
-        emit(_csv_line(["path", "status", *ranks, "duration_s", "error", *(["tag"] if tags else [])]))
+        emit(_csv_line(["path", "status", *ranks, "duration_s", "music", "error", *(["tag"] if tags else [])]))
     elif fmt == "json":
         emit("[")
     elif fmt == "table":
@@ -160,8 +164,9 @@ def _format_row(row: Row, fmt: str, top: int, first: bool, tags: bool = False) -
     cells = [cell for label, confidence in row.top for cell in (label, f"{confidence:.4f}")]
     cells += [""] * (2 * top - len(cells))
     duration = "" if row.duration is None else f"{row.duration:.2f}"
+    music = "" if row.music is None else f"{row.music:.4f}"
     tag = [row.tag.describe() if row.tag else ""] if tags else []
-    return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, row.error or "", *tag])
+    return _csv_line([row.path, "ok" if row.ok else "error", *cells, duration, music, row.error or "", *tag])
 
 
 def _csv_line(cells: list[str]) -> str:
@@ -211,7 +216,8 @@ class Summary:
     def count(self, rows: Iterable[Row]) -> Iterator[Row]:
         """Pass ``rows`` through, counting them."""
         for row in rows:
-            self.add(row.ok, row.top[0][0] if row.ok and row.top else None, None if row.tag is None else row.tag.action)
+            genre = (row.top[0][0] if row.is_music else NOT_MUSIC) if row.ok and row.top else None
+            self.add(row.ok, genre, None if row.tag is None else row.tag.action)
             yield row
 
     def lines(self, output: object) -> list[str]:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .verdict import is_music
+
 if TYPE_CHECKING:
     from .predict import Prediction
     from .tags import TagResult
@@ -49,10 +51,17 @@ class Row:
     mtime: float | None = None
     tag: TagResult | None = None
     windows: list[dict] | None = None
+    music: float | None = None
+    """The probability that the file is music (models with the AudioSet ear; ``None`` otherwise)."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def is_music(self) -> bool:
+        """Whether the file gets a genre at all (:func:`genrewiz.verdict.is_music`)."""
+        return is_music(self.music)
 
     def to_json(self) -> dict:
         return {
@@ -60,6 +69,7 @@ class Row:
             "ok": self.ok,
             "duration_s": None if self.duration is None else round(self.duration, 2),
             "top": top_json(self.top),
+            "music": None if self.music is None else round(self.music, DIGITS),
             "error": self.error,
             "size": self.size,
             "mtime": self.mtime,

@@ -51,7 +51,7 @@ from mutagen.mp4 import AtomDataType, MP4FreeForm, MP4Tags
 from mutagen._vorbis import VCommentDict  # FLAC's, Ogg Vorbis's and Opus's tag type (mutagen is pinned)
 
 from .audio import FFMPEG_EXTENSIONS, _quiet_decoder, file_kind  # the decoder keeps libmpg123's notes off the terminal
-from .verdict import doubt_reason, is_unsure
+from .verdict import doubt_reason, is_music, is_unsure
 
 CONFIDENCE_FIELD = "GENREWIZ_CONFIDENCE"
 """The confidence's field name in ID3 (a ``TXXX`` description) and Vorbis comments."""
@@ -69,7 +69,7 @@ _STREAMED_SIZE = 0xFFFFFFFF
 STALE_AFTER_S = 60.0
 """Age (since its last change) from which a temporary copy no process holds is a killed run's leftover."""
 
-Action = Literal["tagged", "would tag", "kept", "uncertain", "restored", "would restore"]
+Action = Literal["tagged", "would tag", "kept", "uncertain", "not music", "restored", "would restore"]
 Field = Literal["genre", "genrewiz"]
 """Where the genre goes: the standard genre field, or GenreWiz's own (``own_fields_only``)."""
 
@@ -90,7 +90,7 @@ class TagResult:
     ``action`` is ``tagged`` / ``would tag`` (the genre was / would be written), ``kept`` (the
     file has a genre of its own and ``overwrite`` is off; ``genre`` is ``None`` when the file
     was kept without being analysed), ``uncertain`` (not sure enough, nothing written: ``note``
-    says why) or ``restored`` / ``would restore`` (``--restore`` put ``previous`` back).
+    says why), ``not music`` (the input is not music, nothing written) or ``restored`` / ``would restore`` (``--restore`` put ``previous`` back).
     ``previous`` is the genre the file had in ``field``.
     """
 
@@ -110,7 +110,7 @@ class TagResult:
             if (self.previous or "").casefold() == self.genre.casefold():
                 return f"kept {self.previous!r} (already the genre)"
             return f"kept {self.previous!r} (--overwrite replaces it with {self.genre})"
-        if self.action == "uncertain":
+        if self.action in ("uncertain", "not music"):
             return f"not tagged: {self.note}"
         if self.action in ("restored", "would restore"):
             return f"{self.action} {self.previous!r}" if self.previous else f"{self.action}: genre removed (it had none)"
@@ -148,6 +148,7 @@ def tag_file(
     runner_up: float = 0.0,
     overwrite: bool = False,
     min_confidence: float | None = None,
+    music: float | None = None,
     dry_run: bool = False,
     own_fields_only: bool = False,
     before_rename: BeforeRename | None = None,
@@ -156,8 +157,10 @@ def tag_file(
 
     Sure enough means: at least ``min_confidence`` when given, else what the app calls sure
     (:func:`genrewiz.verdict.is_unsure` on ``confidence`` and the second genre's ``runner_up``).
-    ``before_rename`` (see :data:`BeforeRename`) runs once the copy is verified, just before it
-    replaces the file.
+    ``music``, the probability that the file is music at all, below
+    :data:`genrewiz.verdict.MUSIC_BELOW` means no genre is written, whatever ``min_confidence``
+    says. ``before_rename`` (see :data:`BeforeRename`) runs once the copy is verified, just
+    before it replaces the file.
 
     Raises:
         TagError: the file cannot be read, its format cannot hold tags, its container is
@@ -175,6 +178,9 @@ def tag_file(
             f"{path.name}: not tagged: its genre {elsewhere[0]!r} is in {elsewhere[1]}, which GenreWiz does not rewrite, "
             "so the file would hold two genres; remove that one first, or use --own-fields"
         )
+    if not is_music(music):
+        note = f"it does not sound like music (music probability {music:.0%}), so it gets no genre"
+        return TagResult("not music", genre, confidence, previous, field, note)
     if min_confidence is not None and confidence < min_confidence:
         note = f"{genre} at {confidence:.0%} is under --min-confidence {min_confidence:g}"
         return TagResult("uncertain", genre, confidence, previous, field, note)

@@ -17,6 +17,11 @@ MUSIC_BELOW = 0.5
 """An input whose probability of being music (:attr:`genrewiz.predict.Prediction.music`) is under this gets no genre."""
 
 
+def is_music(music: float | None) -> bool:
+    """Whether an input with this music probability gets a genre at all (``None``: a model that cannot tell, so yes)."""
+    return music is None or music >= MUSIC_BELOW
+
+
 def is_unsure(top: Sequence[tuple[str, float]]) -> bool:
     """Whether ``top`` (best first; one entry or more) is a doubt by :data:`UNSURE_BELOW` and :data:`CLOSE_MARGIN`."""
     first = top[0][1] if top else 0.0
