@@ -60,3 +60,38 @@ def test_every_realsongs_dev_clip_is_music(classifier: GenreClassifier):
     assert len(clips) >= 69
     flagged = {c.path.name: round(m, 3) for c in clips if (m := classifier.predict(c.path).music) < MUSIC_BELOW}
     assert not flagged, f"real songs called not music: {flagged}"
+
+
+@pytest.mark.slow
+@pytest.mark.shared("gtzan-mini")
+def test_cli_rows_carry_music_and_tag_never_writes_a_genre_for_non_music(tmp_path):
+    """``genrewiz predict`` and ``genrewiz tag`` as a subprocess: a hiss gets no genre; a real song gets its tag."""
+    import json
+    import shutil
+
+    import mutagen
+    import soundfile as sf
+
+    from tests.test_cli import run_cli
+
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "hiss.flac", nonmusic.GENERATORS["white noise"](np.random.default_rng(1000), RATE, 12.0), RATE)
+    shutil.copy(GTZAN_MINI / "genres" / "metal" / "metal.00002.wav", library / "song.wav")
+    sf.write(library / "song.flac", sf.read(library / "song.wav")[0], 22_050)
+    (library / "song.wav").unlink()
+
+    predicted = run_cli("predict", str(library), "--format", "jsonl")
+    assert predicted.returncode == 0, predicted.stderr
+    rows = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line) for line in predicted.stdout.splitlines()}
+    assert rows["hiss.flac"]["music"] < MUSIC_BELOW <= rows["song.flac"]["music"]
+    table = run_cli("predict", str(library))
+    assert "not music" in next(line for line in table.stdout.splitlines() if "hiss.flac" in line)
+
+    tagged = run_cli("tag", str(library), "--format", "jsonl", "--min-confidence", "0")
+    assert tagged.returncode == 0, tagged.stderr
+    actions = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)["tag"]["action"]
+               for line in tagged.stdout.splitlines() if not json.loads(line).get("pending")}
+    assert actions == {"hiss.flac": "not music", "song.flac": "tagged"}, "--min-confidence 0 still writes no genre for non-music"
+    assert "genre" not in (mutagen.File(library / "hiss.flac", easy=True) or {}), "the hiss was left untouched"
+    assert mutagen.File(library / "song.flac", easy=True)["genre"]
