@@ -109,7 +109,7 @@
     if (!verdict) return;
     const scroll = () => {
       const box = verdict.getBoundingClientRect();
-      if (box.top < 0 || box.top > window.innerHeight * 0.6) verdict.scrollIntoView({ block: "start" });
+      if (box.top < 0 || box.top > window.innerHeight - 80) verdict.scrollIntoView({ block: "start" });  // only when out of view
     };
     scroll();
     const watch = new MutationObserver(() => {

@@ -7,6 +7,7 @@ is skipped with the reason; CI sets ``GENREWIZ_REQUIRE_BROWSER=1`` to make that 
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -114,6 +115,22 @@ BATCH_JS = """() => {
 """Where the batch table's error cells are, in CSS pixels."""
 
 
+def drop_file(page, selector: str, path: Path, name: str) -> None:
+    """Drop ``path`` (as ``name``, with the type a browser gives it) on the element at ``selector``, as a drag from the desktop does."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    page.evaluate(
+        """([selector, data, name]) => {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([bytes], name, {type: name.endsWith('.mp4') ? 'video/mp4' : ''}));
+          const zone = document.querySelector(selector);
+          zone.dispatchEvent(new DragEvent('dragenter', {bubbles: true, dataTransfer: transfer}));
+          zone.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }""",
+        [selector, data, name],
+    )
+
+
 def check_batch_errors_in_view(batch: dict, count: int) -> None:
     """Every error cell shown, inside the table and the screen: none runs off the right edge or hides."""
     assert len(batch["errors"]) == count, batch
@@ -150,6 +167,7 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             viewport={"width": 1366, "height": 900},
         )
         browser.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)  # assertions wait as long as actions: two busy cores are slow
         browser.add_init_script(RECORD_STREAMS_JS)
         try:
             page = browser.new_page()
@@ -222,6 +240,9 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             page.locator('#song input[data-testid="file-upload"]').set_input_files(recording)
             expect(page.locator("#details")).to_contain_text("recording.webm")
             expect(page.locator("#verdict h3")).to_have_text(verdicts)
+            page.locator("#song").get_by_role("button", name="Clear").click()
+            drop_file(page, "#song .upload-container", phone_video, "dropped video.mp4")  # dragged in, not chosen
+            expect(page.locator("#details")).to_contain_text("dropped video.mp4")
 
             # Several files: every one gets a row (the refused ones with the reason), errors in view, a CSV named for what it is.
             page.locator("#batch").get_by_text("Several files at once").click()
