@@ -25,6 +25,7 @@ import base64
 import contextlib
 import csv
 import dataclasses
+import html
 import io
 import json
 import logging
@@ -48,6 +49,7 @@ import flagging
 import serving
 
 from genrewiz import AudioError, FeatureConfig, GenreClassifier, Prediction
+from genrewiz.audio import SUPPORTED_EXTENSIONS
 from genrewiz.checkpoint import MODEL_THREADS
 from genrewiz.engine import Progress
 from genrewiz.features import to_db
@@ -55,7 +57,7 @@ from genrewiz.hub import ModelSource
 from genrewiz.plots import spectrogram_pixels, timeline_pixels
 from genrewiz.results import top_json, windows_json
 from genrewiz import verdict as verdict_rule
-from genrewiz.verdict import CLOSE_MARGIN, UNSURE_BELOW
+from genrewiz.verdict import CLOSE_MARGIN, UNSURE_BELOW, decimal, percent, percents
 
 logger = logging.getLogger("genrewiz.app")  # named: run as `python app.py`, __name__ would be "__main__"
 
@@ -82,16 +84,50 @@ them on the :data:`DELETE_CACHE` schedule and at shutdown like its own files."""
 
 BATCH_LIMIT = 20
 """Files one "several files" request may hold: more would hold a model slot for minutes."""
+BATCH_WIDTHS = ["14%", "17%", "27%", "9%", "9%", "9%", "9%", "6%"]
+"""The table's columns as shares of its width, which wraps long text (an error) rather than
+widening its column past the screen's edge."""
 RESULTS_FOLDER = "genrewiz-results"
 """Folder for the CSV downloads inside Gradio's cache, swept like :data:`SPECTROGRAM_FOLDER`."""
 APP_CSS = """
 #verdict h3 { margin: 0.2em 0; }
 #spectrogram .image-container, #timeline [data-testid="matplotlib"] { padding-top: 30px; }
 #spectrogram img, #timeline img { width: 100%; height: auto; max-width: 100%; }
+#genres .genre-bars { display: flex; flex-direction: column; gap: 6px; padding: 4px 0; }
+#genres .genre-bar { display: flex; align-items: center; gap: 10px; }
+#genres .genre { flex: 0 0 5.5em; }
+#genres .bar { flex: 1; height: 0.9em; border-radius: 4px; overflow: hidden; background: var(--background-fill-secondary); }
+#genres .bar > span { display: block; height: 100%; background: var(--color-accent); }
+#genres .share { flex: 0 0 5.5em; text-align: right; font-variant-numeric: tabular-nums; }
+#batch-table td, #batch-table th { overflow-wrap: anywhere; }
+#batch-table .cell-wrap { white-space: normal; }
+@media (max-width: 640px) {
+  #batch-table th:nth-child(n+4), #batch-table td:nth-child(n+4),
+  #batch-table [role="gridcell"]:not([data-col="0"], [data-col="1"], [data-col="2"]) { display: none; }
+  #batch-table th, #batch-table td, #batch-table [role="gridcell"] {
+    width: 33% !important; min-width: 0 !important; max-width: none !important; flex: 0 0 33% !important;
+  }
+}
 """
 """Both figures at the width of their column, below their panel's label rather than under it, so
 that equal margins in them put the time axes one under the other. On a phone the same rule fits
-them to the screen: title, axes, colour bar and legend all in view, no strip to scroll."""
+them to the screen: title, axes, colour bar and legend all in view, no strip to scroll. The genre
+bars (:func:`genre_bars`); the batch table, whose long errors wrap instead of running off, and
+which on a phone shows the file, its verdict and its error (the CSV has the rest)."""
+
+MIN_RECORDING_SECONDS = 10
+RECOMMENDED_RECORDING_SECONDS = 30
+"""What the page asks a recording to last: under 10 s a phone recording is mostly guesswork, and
+30 s is one whole window of the model."""
+APP_HEAD = (
+    "<script>\n"
+    + (Path(__file__).resolve().with_name("app_head.js").read_text(encoding="utf-8"))
+    .replace("__EXTENSIONS__", json.dumps(sorted(SUPPORTED_EXTENSIONS)))
+    + "</script>"
+)
+"""The page's own script (``app_head.js``, in ``launch(head=...)``): the microphone tuned for
+music, every container the server decodes accepted by the song's input, files over the upload
+limit refused with a message that stays, and the verdict scrolled into view after an example."""
 
 _MB = 1024 * 1024
 _ERROR_TITLE = "Can't analyse this audio"
@@ -121,14 +157,41 @@ def classify_upload(
     if not path:
         raise AudioError("No audio yet: upload a file or record one with the microphone.")
     if max_file_size is not None and os.path.isfile(path) and (size := os.path.getsize(path)) > max_file_size:
-        raise AudioError(
-            f"{Path(path).name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB)."
-        )
+        raise AudioError(too_large(Path(path).name, size, max_file_size))
     try:
         return classifier.predict(path, progress=progress)
     except AudioError as err:
         logger.info("Rejected input: %s", err)
         raise
+
+
+def too_large(name: str, size: int, max_file_size: int) -> str:
+    """What a file over the upload limit is told, by the server or, before uploading, by the page."""
+    return f"{name}: the file is too large ({size / _MB:.1f} MB; the limit is {max_file_size / _MB:.0f} MB)."
+
+
+def input_hint(max_file_size: int | None, max_duration: float) -> str:
+    """The line under the song's input: what can be uploaded, how much of it is heard, how long to record."""
+    limit = f"up to {max_file_size / _MB:.0f} MB" if max_file_size else "of any size"
+    return (
+        f"Audio or video files {limit}; the first {_minutes(max_duration)} of a longer recording are analysed. "
+        f"Recording? Let the music play for at least {MIN_RECORDING_SECONDS} s ({RECOMMENDED_RECORDING_SECONDS} s is better) "
+        "before you press Stop."
+    )
+
+
+def refused_files(payload: str, max_file_size: int | None) -> tuple[str, list[tuple[str, str]]]:
+    """Which input (``song`` or ``batch``) the page kept files back from, and each file's name and error.
+
+    ``payload`` is the JSON the page's script (:data:`APP_HEAD`) writes for each choice of files:
+    ``{"target", "files": [{"name", "size"}]}``; today only files over the upload limit are kept back.
+    """
+    try:
+        refused = json.loads(payload)
+        files = [(str(f["name"]), int(f["size"])) for f in refused["files"]]
+        return str(refused["target"]), [(name, too_large(name, size, max_file_size or MAX_FILE_SIZE)) for name, size in files]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "", []
 
 
 def classify_file(
@@ -210,8 +273,9 @@ def new_cache_file(folder: Path, prefix: str, suffix: str, max_age: float = DELE
     return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
 
 
-BATCH_COLUMNS = ("file", "verdict", "genre", "confidence", "second", "second_confidence", "duration_s", "error")
-"""The "several files" table and its CSV download, one row per file."""
+BATCH_COLUMNS = ("file", "verdict", "error", "genre", "confidence", "second", "second_confidence", "duration_s")
+"""The "several files" table and its CSV download, one row per file; the error beside the file's
+name, where a phone's screen still shows it. Confidences are :func:`genrewiz.verdict.decimal` text."""
 
 
 def batch_rows(classifier: GenreClassifier, paths: Sequence[str], max_file_size: int | None = None) -> list[list[Any]]:
@@ -222,21 +286,34 @@ def batch_rows(classifier: GenreClassifier, paths: Sequence[str], max_file_size:
         try:
             prediction = classify_upload(classifier, path, max_file_size)
         except AudioError as err:
-            rows.append([name, "", "", None, "", None, None, str(err)])
+            rows.append([name, "", str(err), "", "", "", "", ""])
             continue
         (first, p1), (second, p2) = (prediction.top(2) + [("", 0.0)])[:2]
-        rows.append([name, verdict_text(prediction), first, round(p1, 4), second, round(p2, 4), round(prediction.duration, 2), ""])
+        rows.append([name, verdict_text(prediction), "", first, decimal(p1), second, decimal(p2), f"{prediction.duration:.2f}"])
     return rows
 
 
-def write_csv(rows: Sequence[Sequence[Any]], folder: Path) -> str:
-    """``rows`` under :data:`BATCH_COLUMNS` as a CSV file of its own in ``folder``, for download."""
-    fd, path = new_cache_file(folder, "genrewiz-", ".csv")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+def write_csv(rows: Sequence[Sequence[Any]], folder: Path, max_age: float = DELETE_CACHE[1]) -> str:
+    """``rows`` under :data:`BATCH_COLUMNS` as a CSV file for download, named for what it holds and when.
+
+    The browser saves a download under the file's own name, so each one gets a folder of its own
+    in ``folder`` (``genrewiz-genres-20261203-142501.csv``, not a random name); folders older
+    than ``max_age`` s go, as :func:`new_cache_file`'s files do.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age
+    for old in folder.glob("csv-*"):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if old.stat().st_mtime < cutoff:
+                for file in old.iterdir():
+                    file.unlink()
+                old.rmdir()
+    path = Path(tempfile.mkdtemp(prefix="csv-", dir=folder)) / time.strftime("genrewiz-genres-%Y%m%d-%H%M%S.csv")
+    with open(path, "w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(BATCH_COLUMNS)
-        writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
-    return path
+        writer.writerows(rows)
+    return str(path)
 
 
 def spectrogram_image(mel: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
@@ -270,15 +347,6 @@ def timeline_figure(prediction: Prediction, config: FeatureConfig, k: int = TOP_
     return PlotData(type="matplotlib", plot="data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
 
 
-def percent(p: float) -> str:
-    """A probability as the page shows it, never rounded into a claim: 0.9955 is ``over 99%``, not ``100%``."""
-    if 0.995 <= p < 1.0:
-        return "over 99%"
-    if 0.0 < p < 0.005:
-        return "under 1%"
-    return f"{p:.0%}"
-
-
 def details_markdown(name: str, prediction: Prediction, config: FeatureConfig) -> str:
     """A few lines on what was analysed and how, shown under the results; ``name`` is shown literally.
 
@@ -305,21 +373,42 @@ def is_unsure(prediction: Prediction) -> bool:
 
 
 def verdict_text(prediction: Prediction) -> str:
-    """The answer in words: ``Most likely jazz`` or, when :func:`is_unsure`, ``Not sure: jazz or blues?``."""
-    (first, _), (second, _) = (prediction.top(2) + [("", 0.0)])[:2]
-    return f"Not sure: {first} or {second}?" if is_unsure(prediction) else f"Most likely {first}"
+    """The answer in words (:func:`genrewiz.verdict.verdict_text`): ``Most likely jazz``, ``Not sure: jazz or blues?``, ..."""
+    return verdict_rule.verdict_text(prediction.top(2))
 
 
 def verdict_markdown(prediction: Prediction) -> str:
-    """The verdict shown above the genre bars, with the probabilities behind it and, for a doubt, which rule made it one."""
-    (first, p1), (second, p2) = (prediction.top(2) + [("", 0.0)])[:2]
-    if is_unsure(prediction):
-        return (
-            f"### Not sure: {escape_markdown(first)} or {escape_markdown(second)}?\n"
-            f"{escape_markdown(first)} {percent(p1)}, {escape_markdown(second)} {percent(p2)}: "
-            f"{verdict_rule.doubt_reason(prediction.top(2))}."
+    """The verdict shown above the genre bars, with the probabilities behind it and, for a doubt, which rule made it one.
+
+    The figures are :func:`genrewiz.verdict.percents`, as the bars show them, so that no rounding contradicts the words.
+    """
+    top = prediction.top(2) + [("", 0.0)] * (2 - len(prediction.top(2)))
+    (first, _), (second, _) = top
+    shown = percents(top)
+    heading = escape_markdown(verdict_text(prediction))
+    if not is_unsure(prediction):
+        return f"### {heading}\n{shown[0]}, ahead of {escape_markdown(second)} at {shown[1]}."
+    reason = verdict_rule.doubt_reason(top)
+    if verdict_rule.is_leaning(top):
+        return f"### {heading}\n{shown[0]}, ahead of {escape_markdown(second)} at {shown[1]}, but {reason}."
+    return f"### {heading}\n{escape_markdown(first)} {shown[0]}, {escape_markdown(second)} {shown[1]}: {reason}."
+
+
+def genre_bars(top: Sequence[tuple[str, float]]) -> str:
+    """The top genres as bars (HTML), each with its probability as :func:`genrewiz.verdict.percents` writes it.
+
+    Drawn here rather than by ``gr.Label``, whose figures round on their own (``100%`` beside the
+    verdict's "over 99%", ``50%`` beside "under 50%").
+    """
+    rows = []
+    for (genre, p), text in zip(top, percents(top)):
+        name = html.escape(genre)
+        rows.append(
+            f'<div class="genre-bar" role="img" aria-label="{name} {text}"><span class="genre">{name}</span>'
+            f'<span class="bar"><span style="width: {max(0.0, min(p, 1.0)) * 100:.1f}%"></span></span>'
+            f'<span class="share">{text}</span></div>'
         )
-    return f"### Most likely {escape_markdown(first)}\n{percent(p1)}, ahead of {escape_markdown(second)} at {percent(p2)}."
+    return '<div class="genre-bars">' + "".join(rows) + "</div>"
 
 
 def error_markdown(message: str) -> str:
@@ -513,7 +602,7 @@ def build_demo(
 
     def show(
         audio: str | None, progress: gr.Progress = gr.Progress()
-    ) -> tuple[str, dict[str, float] | None, str | None, tuple[str, Prediction] | None]:
+    ) -> tuple[str, str, str | None, tuple[str, Prediction] | None]:
         """The page's result: verdict, genres, spectrogram, and what the details need; or the error in the verdict's place.
 
         A bar over the result tracks the model's work on the song (seconds for a long one).
@@ -522,11 +611,11 @@ def build_demo(
         try:
             prediction = classify(audio, lambda done: progress(done, desc="Listening"))
         except AudioError as err:
-            return error_markdown(str(err)), None, None, None
+            return error_markdown(str(err)), "", None, None
         # The session keeps this for the follow-up, which needs the probabilities, not the (up to
         # 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
         light = dataclasses.replace(prediction, mel=prediction.mel[:0].copy())
-        return verdict_markdown(prediction), dict(prediction.top(TOP_K)), render(audio, prediction), (Path(audio).name, light)
+        return verdict_markdown(prediction), genre_bars(prediction.top(TOP_K)), render(audio, prediction), (Path(audio).name, light)
 
     def show_details(result: tuple[str, Prediction] | None) -> tuple[Any, str]:
         if result is None:
@@ -536,24 +625,43 @@ def build_demo(
         timeline = timeline_figure(prediction, config) if visible else None
         return gr.update(value=timeline, visible=visible), details_markdown(name, prediction, config)
 
-    def show_all(audio: str) -> tuple[str, dict[str, float] | None, str | None, Any, str]:
+    def show_all(audio: str) -> tuple[str, str, str | None, Any, str]:
         verdict_md, genres, image, result = show(audio)
         return verdict_md, genres, image, *show_details(result)
 
-    def analyse_many(paths: list[str] | None) -> tuple[list[list[Any]], str | None, str]:
-        """The "several files" table, its CSV download, and a line on what was done."""
-        paths = list(paths or [])
-        if not paths:
+    def analyse_many(
+        paths: list[str] | None, refused: list[tuple[str, str]] | None = None
+    ) -> tuple[list[list[Any]], str | None, str]:
+        """The "several files" table, its CSV download, and a line on what was done.
+
+        ``refused`` holds the name and error of each file the page kept back (over the upload
+        limit): each gets its row after the others. API callers leave it out.
+        """
+        paths, refused = list(paths or []), list(refused or [])
+        if not paths and not refused:
             return [], None, "No files yet: choose one or more audio files."
-        if len(paths) > BATCH_LIMIT:
-            return [], None, f"{len(paths)} files: at most {BATCH_LIMIT} at a time here (the command line takes whole folders)."
+        if len(paths) + len(refused) > BATCH_LIMIT:
+            count = len(paths) + len(refused)
+            return [], None, f"{count} files: at most {BATCH_LIMIT} at a time here (the command line takes whole folders)."
         rows = batch_rows(classifier, paths, getattr(demo, "max_file_size", None))
-        failed = sum(1 for row in rows if row[-1])
+        rows += [[name, "", error, "", "", "", "", ""] for name, error in refused]
+        failed = sum(1 for row in rows if row[BATCH_COLUMNS.index("error")])
         done = f"{len(rows) - failed} of {len(rows)} files analysed" + (f"; {failed} could not be (see `error`)." if failed else ".")
         return rows, write_csv(rows, Path(spectrogram.GRADIO_CACHE) / RESULTS_FOLDER), done
 
     reports = flagging.Reports(flagging_dir, classifier.labels, flagging.weights_id(source))
     example_names = {Path(p).name for p in example_paths}
+
+    def refuse(payload: str) -> tuple[Any, ...]:
+        """The page kept files back (over the upload limit): say so where the result or the batch status would be."""
+        target, refused = refused_files(payload, getattr(demo, "max_file_size", None))
+        message = " ".join(error for _, error in refused)
+        skip = (gr.skip(),) * 6
+        if target == "batch":  # sent for every choice of files: a new choice forgets the old refusals
+            return *skip, (escape_markdown(f"Not uploaded: {message}") if refused else ""), refused
+        if target != "song" or not refused:
+            return *skip, gr.skip(), gr.skip()
+        return error_markdown(message), "", None, gr.update(value=None, visible=False), "", None, gr.skip(), gr.skip()
 
     def report(result: tuple[str, Prediction] | None, right: str | None, audio: str | None, request: gr.Request) -> str:
         return report_wrong(reports, result, right, audio, example_names, request)
@@ -569,20 +677,22 @@ def build_demo(
         gr.Markdown(trust_sentence(metrics), elem_id="model-note")  # the one line about the model in view
         with gr.Accordion("About the model, its limits and weights", open=False, elem_id="about"):
             gr.Markdown(about_markdown(source, metrics, classifier.labels), elem_id="about-text")
-        verdict = gr.Markdown(elem_id="verdict", render=False, latex_delimiters=[])
-        label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", show_heading=False, elem_id="genres", render=False)
+        verdict = gr.Markdown(label="Verdict", elem_id="verdict", render=False, latex_delimiters=[])
+        bars = gr.HTML(label="Top 5 genres", elem_id="genres", render=False)
+        label = gr.Label(num_top_classes=TOP_K, label="Top 5 genres", visible=False)  # /predict's, for API clients
         spectrogram = gr.Image(
             label="What the model heard (mel spectrogram)", format="png", interactive=False, elem_id="spectrogram", render=False
         )
         timeline = gr.Plot(label="Genre over time", format="png", visible=False, elem_id="timeline", render=False)
-        details = gr.Markdown(elem_id="details", render=False, latex_delimiters=[])
+        details = gr.Markdown(label="Details", elem_id="details", render=False, latex_delimiters=[])
         state = gr.State()
         # One column on a phone, in reading order: input, verdict, genres, the figures, then the rest.
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song")
+                hint = gr.Markdown(input_hint(MAX_FILE_SIZE, classifier.max_duration), label="What to give it", elem_id="input-hint")
                 verdict.render()
-                label.render()
+                bars.render()
                 with gr.Accordion("Is this answer wrong?", open=False, elem_id="flag"):
                     right_genre = gr.Dropdown(list(classifier.labels), label="The right genre", elem_id="right-genre")
                     flag_button = gr.Button("Report: this answer is wrong", size="sm", elem_id="flag-button")
@@ -596,7 +706,7 @@ def build_demo(
                 gr.Examples(
                     examples=example_paths,
                     inputs=audio,
-                    outputs=[verdict, label, spectrogram, timeline, details],
+                    outputs=[verdict, bars, spectrogram, timeline, details],
                     fn=show_all,
                     cache_examples=True,
                     cache_mode="eager",
@@ -604,27 +714,54 @@ def build_demo(
                     label="Examples (results cached)",
                 )
         with gr.Accordion(f"Several files at once (up to {BATCH_LIMIT}), with a CSV of the results", open=False, elem_id="batch"):
-            batch_files = gr.File(file_count="multiple", file_types=["audio"], type="filepath", label="Audio files", elem_id="batch-files")
+            # Any file: what the server cannot decode gets a row with the reason, not a silent drop.
+            batch_files = gr.File(file_count="multiple", type="filepath", label="Audio or video files", elem_id="batch-files")
             batch_button = gr.Button("Analyse these files", elem_id="batch-button")
-            batch_status = gr.Markdown(elem_id="batch-status")
-            batch_table = gr.Dataframe(headers=list(BATCH_COLUMNS), interactive=False, elem_id="batch-table")
+            batch_status = gr.Markdown(label="Status", elem_id="batch-status")
+            batch_table = gr.Dataframe(
+                headers=list(BATCH_COLUMNS),
+                label="Results",
+                interactive=False,
+                wrap=True,
+                column_widths=BATCH_WIDTHS,
+                elem_id="batch-table",
+            )
             batch_csv = gr.File(label="Results (CSV)", interactive=False, elem_id="batch-csv")
+            batch_refused = gr.State([])
         api_only = gr.Button(visible=False)
-        analysis = gr.JSON(visible=False)
+        analysis = gr.JSON(label="Analysis", visible=False)
+        refused = gr.Textbox(label="Files the page kept back", visible="hidden", elem_id="refused-files")
 
         model_events = {"concurrency_limit": CONCURRENCY_LIMIT, "concurrency_id": "model"}
         gr.on(
             [audio.upload, audio.stop_recording],
             show,
             inputs=audio,
-            outputs=[verdict, label, spectrogram, state],
+            outputs=[verdict, bars, spectrogram, state],
             api_visibility="private",
             **model_events,
         ).then(show_details, inputs=state, outputs=[timeline, details], api_visibility="private")
         api_only.click(predict, inputs=audio, outputs=[label, spectrogram], api_name="predict", **model_events)
         api_only.click(analyse, inputs=audio, outputs=analysis, api_name="analyse", **model_events)
         batch_button.click(
-            analyse_many, inputs=batch_files, outputs=[batch_table, batch_csv, batch_status], api_name="analyse_many", **model_events
+            analyse_many,
+            inputs=[batch_files, batch_refused],  # a State: API clients pass the files only
+            outputs=[batch_table, batch_csv, batch_status],
+            api_name="analyse_many",
+            **model_events,
+        )
+        demo.load(  # the limit launch() was given
+            lambda: input_hint(getattr(demo, "max_file_size", None), classifier.max_duration),
+            outputs=hint,
+            api_visibility="private",
+            queue=False,
+        )
+        refused.change(
+            refuse,
+            inputs=refused,
+            outputs=[verdict, bars, spectrogram, timeline, details, state, batch_status, batch_refused],
+            api_visibility="private",
+            queue=False,
         )
         flag_button.click(report, inputs=[state, right_genre, audio], outputs=flag_status, api_visibility="private", queue=False)
         # A new input (an upload, a recording, an example) ends the old result's report and its
@@ -634,8 +771,8 @@ def build_demo(
             lambda: (None, "", None), outputs=[state, flag_status, right_genre], api_visibility="private", queue=False
         )
         audio.clear(
-            lambda: ("", None, None, gr.update(value=None, visible=False), "", None, ""),
-            outputs=[verdict, label, spectrogram, timeline, details, state, flag_status],
+            lambda: ("", "", None, gr.update(value=None, visible=False), "", None, ""),
+            outputs=[verdict, bars, spectrogram, timeline, details, state, flag_status],
             api_visibility="private",
             queue=False,
         )
@@ -665,6 +802,7 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
         "ssr_mode": False,
         "show_error": False,
         "css": APP_CSS,
+        "head": APP_HEAD,
         "app_kwargs": app_kwargs,
     }
     return demo.launch(**(settings | kwargs))

@@ -1,27 +1,41 @@
 #!/usr/bin/env python3
-"""Regenerate README's example table: each gallery clip, its expected genre, GenreWiz's top 3.
+"""Regenerate README's example outputs from the model: the gallery table, the page's verdict and
+trust sentence, the ``/analyse`` JSON and the command line's table.
 
-The answers come from the model ``genrewiz`` resolves (the bundled weights when offline), so
-the table always shows what the shipped model really says rather than numbers typed by hand.
+Every figure comes from the model ``genrewiz`` resolves (the bundled weights when offline) and
+from the code that shows it (``app.py``, ``genrewiz``), so after new weights one command puts
+what the shipped model really says into README, instead of numbers typed by hand. Each output
+sits in README between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers (:data:`BLOCKS`).
 
 Usage::
 
-    python examples/predict_examples.py             # print the table
-    python examples/predict_examples.py --update    # rewrite it in README.md between the markers
+    python examples/predict_examples.py             # print them
+    python examples/predict_examples.py --update    # rewrite them in README.md between the markers
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from genrewiz import GenreClassifier
-from make_examples import CLIPS, EXAMPLES_DIR
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's genrewiz and app.py, whatever is installed
 
-README = EXAMPLES_DIR.parent / "README.md"
-START, END = "<!-- examples-table:start -->", "<!-- examples-table:end -->"
+from make_examples import CLIPS, EXAMPLES_DIR  # noqa: E402
+
+from genrewiz import GenreClassifier, verdict  # noqa: E402
+README = ROOT / "README.md"
+SHOWCASE = "long_rock_feelings.ogg"
+"""The clip README's page and API examples show: long enough for a genre timeline."""
+CLI_CLIPS = ("metal_chaos_god.ogg", "long_rock_feelings.ogg")
 
 
 def table(classifier: GenreClassifier) -> str:
@@ -29,7 +43,7 @@ def table(classifier: GenreClassifier) -> str:
     lines = ["| Clip | Length | Expected | GenreWiz top 3 |", "| --- | --- | --- | --- |"]
     for clip in CLIPS:
         prediction = classifier.predict(EXAMPLES_DIR / clip.output)
-        top = ", ".join(f"{label} {score:.0%}" for label, score in prediction.top(3))
+        top = ", ".join(f"{label} {text}" for (label, _), text in zip(prediction.top(3), verdict.percents(prediction.top(3))))
         mark = " ✓" if prediction.genre == clip.genre else ""
         lines.append(f"| `{clip.output}` | {prediction.duration:.0f} s | {clip.genre} | {top}{mark} |")
     source = classifier.source.describe().split(", as ")[0] if classifier.source else "model"  # the weights, not why
@@ -37,22 +51,115 @@ def table(classifier: GenreClassifier) -> str:
     return "\n".join(lines)
 
 
+def page_verdict(classifier: GenreClassifier) -> str:
+    """The verdict the page shows for :data:`SHOWCASE`, with its figures, as README quotes it."""
+    top = classifier.predict(EXAMPLES_DIR / SHOWCASE).top(2)
+    shown = verdict.percents(top)
+    return f'"{verdict.verdict_text(top)}" (with "{shown[0]}, ahead of {top[1][0]} at {shown[1]}" for `{SHOWCASE}`)'
+
+
+def page_trust(classifier: GenreClassifier) -> str:
+    """The page's sentence on how often the model is right, from the checkpoint's ``metrics.json``."""
+    import app  # the page's own wording; Gradio is loaded only here
+
+    return f'"{app.trust_sentence(classifier.source.metrics() if classifier.source else None)}"'
+
+
+def analyse_example(classifier: GenreClassifier) -> str:
+    """What ``/analyse`` returns for :data:`SHOWCASE`, one genre and one window shown of each list."""
+    import app
+
+    result = app.analysis_json(SHOWCASE, classifier.predict(EXAMPLES_DIR / SHOWCASE), classifier.config, classifier.source)
+
+    def dump(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    window = result["windows"][0]
+    first_genre = next(iter(window["confidences"]))
+    model = result["model"] | {"summary": result["model"]["summary"][:48] + "..."}
+    head = ", ".join(f"{dump(k)}: {dump(result[k])}" for k in ("file", "verdict", "sure"))
+    timing = ", ".join(f"{dump(k)}: {dump(result[k])}" for k in ("duration_s", "source_duration_s", "truncated", "looped"))
+    return "\n".join(
+        [
+            "```",
+            "{" + head + ",",
+            f' "genres": [{dump(result["genres"][0])}, ...],          # all {len(result["genres"])}, best first',
+            f" {timing},",
+            f' "window_seconds": {dump(result["window_seconds"])},',
+            f' "windows": [{{"start_s": {dump(window["start_s"])}, "end_s": {dump(window["end_s"])}, '
+            f'"confidences": {{{dump(first_genre)}: {dump(window["confidences"][first_genre])}, ...}}}}, ...],',
+            ' "model": {' + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in list(model.items())[:2]) + ",",
+            "           " + ", ".join(f"{dump(k)}: {dump(v)}" for k, v in list(model.items())[2:]) + "}}",
+            "```",
+        ]
+    )
+
+
+def cli_example(classifier: GenreClassifier) -> str:
+    """``genrewiz predict`` run for real on two clips and a file that is not audio: its table, as a terminal shows it."""
+    model = str(classifier.source.directory) if classifier.source else None
+    with tempfile.TemporaryDirectory() as folder:
+        for name in CLI_CLIPS:
+            shutil.copy(EXAMPLES_DIR / name, Path(folder) / name)
+        (Path(folder) / "notes.mp3").write_text("Not a song: a text file with the wrong name.\n" * 20)
+        command = ["genrewiz", "predict", *CLI_CLIPS, "notes.mp3"]
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run(
+            [sys.executable, "-m", *command, "-q", *(["--model", model] if model else [])],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    if not done.stdout.startswith("FILE"):
+        raise RuntimeError(f"genrewiz predict failed: {done.stderr}")
+    return "```\n$ " + " ".join(command) + "\n" + done.stdout.rstrip() + "\n```"
+
+
+BLOCKS: dict[str, Callable[[GenreClassifier], str]] = {
+    "examples-table": table,
+    "page-verdict": page_verdict,
+    "page-trust": page_trust,
+    "analyse-example": analyse_example,
+    "cli-example": cli_example,
+}
+"""Each README block this script writes, by its marker name."""
+
+
+def update(text: str, outputs: dict[str, str]) -> tuple[str, list[str]]:
+    """``text`` with each block's markers enclosing its new output, and the names whose markers are missing.
+
+    A block that sits on lines of its own stays so; one inside a sentence stays inline.
+    """
+    missing = []
+    for name, output in outputs.items():
+        pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->)(.*?)(<!-- {re.escape(name)}:end -->)", re.DOTALL)
+        match = pattern.search(text)
+        if match is None:
+            missing.append(name)
+            continue
+        body = f"\n{output}\n" if match.group(2).startswith("\n") else output
+        text = text[: match.start(2)] + body + text[match.end(2) :]
+    return text, missing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", action="store_true", help=f"rewrite the table in {README.name}")
+    parser.add_argument("--update", action="store_true", help=f"rewrite the outputs in {README.name}")
     parser.add_argument("--model", help="Hub repo id or checkpoint folder (default: as genrewiz resolves it)")
     args = parser.parse_args()
-    text = table(GenreClassifier.from_pretrained(args.model))
+    classifier = GenreClassifier.from_pretrained(args.model)
+    outputs = {name: block(classifier) for name, block in BLOCKS.items()}
     if not args.update:
-        print(text)
+        print("\n\n".join(f"{name}:\n{output}" for name, output in outputs.items()))
         return 0
-    readme = README.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(readme):
-        print(f"{README}: markers {START} ... {END} not found", file=sys.stderr)
+    text, missing = update(README.read_text(encoding="utf-8"), outputs)
+    if missing:
+        print(f"{README}: no markers for {', '.join(missing)} (<!-- NAME:start --> ... <!-- NAME:end -->)", file=sys.stderr)
         return 1
-    README.write_text(pattern.sub(lambda _: f"{START}\n{text}\n{END}", readme), encoding="utf-8")
-    print(f"updated {README}")
+    README.write_text(text, encoding="utf-8")
+    print(f"updated {README}: {', '.join(outputs)}")
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .results import Row, file_stat
+from .verdict import decimal, percents
 
 FORMATS = ("table", "json", "jsonl", "csv")
 NOT_MUSIC = "not music"
@@ -65,8 +66,8 @@ class TableLayout:
 
     @property
     def also(self) -> int:
-        """Width of the "also" column: ``top - 1`` entries like ``classical 100%``."""
-        return max(0, (self.top - 1) * (self.genre + 7) - 2)
+        """Width of the "also" column: ``top - 1`` entries like ``classical under 1%``."""
+        return max(0, (self.top - 1) * (self.genre + 11) - 2)
 
     def header(self, tags: bool = False) -> str:
         return self._line("FILE", "GENRE", "CONFIDENCE", "LENGTH", "ALSO", "TAG" if tags else None)
@@ -78,11 +79,12 @@ class TableLayout:
         tag = (_printable(row.tag.describe()) if row.tag else "") if tags else None
         if not row.top:  # a file tagging kept or restored without analysing it
             return self._line(path, "", "", "", "", tag)
-        (genre, confidence), others = row.top[0], row.top[1:]
-        also = ", ".join(f"{label} {p:.0%}" for label, p in others)
+        shown = percents(row.top)  # as the page writes them: never "100%", never rounded across the verdict's lines
+        also = ", ".join(f"{label} {text}" for (label, _), text in zip(row.top[1:], shown[1:]))
         if not row.is_music:  # the genres stay visible, but none is the file's
-            return self._line(path, NOT_MUSIC, "", _length(row.duration), f"{genre} {confidence:.0%}, {also}".rstrip(", "), tag)
-        return self._line(path, genre, f"{confidence:.0%}", _length(row.duration), also, tag)
+            heard = ", ".join(f"{label} {text}" for (label, _), text in zip(row.top, shown))
+            return self._line(path, NOT_MUSIC, "", _length(row.duration), heard, tag)
+        return self._line(path, row.top[0][0], shown[0], _length(row.duration), also, tag)
 
     def _line(self, path: str, genre: str, confidence: str, length: str, also: str, tag: str | None) -> str:
         cells = [path.ljust(self.path), genre.ljust(self.genre), confidence.rjust(len("CONFIDENCE")), length.rjust(6)]
@@ -161,7 +163,7 @@ def _format_row(row: Row, fmt: str, top: int, first: bool, tags: bool = False) -
         return ("\n" if first else ",\n") + textwrap.indent(json.dumps(row.to_json(), indent=2), "  ")
     if fmt == "jsonl":
         return json.dumps(row.to_json()) + "\n"
-    cells = [cell for label, confidence in row.top for cell in (label, f"{confidence:.4f}")]
+    cells = [cell for label, confidence in row.top for cell in (label, decimal(confidence))]
     cells += [""] * (2 * top - len(cells))
     duration = "" if row.duration is None else f"{row.duration:.2f}"
     music = "" if row.music is None else f"{row.music:.4f}"

@@ -18,14 +18,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .features import FeatureConfig, mel_frequencies
 
-SPECTROGRAM_SIZE = (1000, 400)
-TIMELINE_SIZE = (1000, 280)
+SPECTROGRAM_SIZE = (720, 300)
+TIMELINE_SIZE = (720, 230)
+"""Drawn for the width they are shown at: a phone fits them to about 350 CSS px, where the
+:data:`TEXT_SIZE` text comes out near 10 px (a 1000 px picture made it 4-5 px); a desktop column
+shows them at about their own size."""
 MEL_TICKS_HZ = (0, 500, 1000, 2000, 4000, 8000, 16000)
 _FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-_TEXT, _TICK_SIZE, _TITLE_SIZE = 14, 5, 16
-PLOT_AREA = (70, 27, 880, 351)  # left, top, right, bottom of the spectrogram inside SPECTROGRAM_SIZE
-COLOUR_BAR = (889, 905)
-TIMELINE_AREA = (70, 10, 880, 232)  # same left and right as the spectrogram: the two time axes line up
+TEXT_SIZE, _TICK_SIZE, _TITLE_SIZE = 20, 5, 20
+PLOT_AREA = (100, 32, 600, 246)  # left, top, right, bottom of the spectrogram inside SPECTROGRAM_SIZE
+COLOUR_BAR = (612, 628)
+TIMELINE_AREA = (100, 12, 600, 176)  # same left and right as the spectrogram: the two time axes line up
 _SUPERSAMPLE = 2  # the timeline's lines are drawn at twice the size and scaled down: smooth, as matplotlib's
 
 
@@ -59,9 +62,9 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: i
 
 def _vertical_text(image: Image.Image, text: str, centre: tuple[int, int]) -> None:
     """``text`` rotated 90 degrees (read bottom to top) and centred on ``centre``, as an axis label."""
-    box = _font(_TEXT).getbbox(text)
+    box = _font(TEXT_SIZE).getbbox(text)
     label = Image.new("L", (box[2] + 2, box[3] + 2), 0)
-    ImageDraw.Draw(label).text((1, 1), text, font=_font(_TEXT), fill=255)
+    ImageDraw.Draw(label).text((1, 1), text, font=_font(TEXT_SIZE), fill=255)
     label = label.rotate(90, expand=True)
     position = (centre[0] - label.width // 2, centre[1] - label.height // 2)
     image.paste(Image.new("RGB", label.size, "black"), position, label)
@@ -78,9 +81,9 @@ def _spectrogram_frame(n_mels: int, fmin: float, fmax: float, top_db: float) -> 
     for hz, position in zip(ticks, np.interp(ticks, centres, np.arange(n_mels) + 0.5)):
         y = bottom - position / n_mels * (bottom - top)
         draw.line([(left - _TICK_SIZE, y), (left, y)], fill="black")
-        _text(draw, (left - _TICK_SIZE - 3, y), _label(hz), _TEXT, "rm")
+        _text(draw, (left - _TICK_SIZE - 3, y), _label(hz), TEXT_SIZE, "rm")
     _vertical_text(image, "mel frequency (Hz)", (14, (top + bottom) // 2))
-    _text(draw, ((left + right) / 2, SPECTROGRAM_SIZE[1] - 6), "time (s)", _TEXT, "md")
+    _text(draw, ((left + right) / 2, SPECTROGRAM_SIZE[1] - 6), "time (s)", TEXT_SIZE, "md")
     bar_left, bar_right = COLOUR_BAR
     gradient = magma()[np.linspace(255, 0, bottom - top).astype(np.uint8)]
     image.paste(Image.fromarray(np.repeat(gradient[:, None], bar_right - bar_left, axis=1)), (bar_left, top))
@@ -89,7 +92,7 @@ def _spectrogram_frame(n_mels: int, fmin: float, fmax: float, top_db: float) -> 
     for db in np.arange(0.0, -top_db - 1e-9, -step):
         y = top + (-db / top_db) * (bottom - top)
         draw.line([(bar_right, y), (bar_right + _TICK_SIZE - 1, y)], fill="black")
-        _text(draw, (bar_right + _TICK_SIZE + 2, y), f"{db:+.0f} dB", _TEXT, "lm")
+        _text(draw, (bar_right + _TICK_SIZE + 2, y), f"{db:+.0f} dB", TEXT_SIZE, "lm")
     return image
 
 
@@ -109,7 +112,7 @@ def _colour(mel_db: np.ndarray, top_db: float, size: tuple[int, int]) -> Image.I
 
 
 def spectrogram_pixels(mel_db: np.ndarray, config: FeatureConfig, title: str) -> np.ndarray:
-    """A ``(frames, n_mels)`` dB spectrogram as ``(400, 1000, 3)`` uint8 pixels: time (s) by mel frequency (Hz),
+    """A ``(frames, n_mels)`` dB spectrogram as :data:`SPECTROGRAM_SIZE` uint8 pixels: time (s) by mel frequency (Hz),
     a dB colour bar and ``title``, drawn as text (no markup)."""
     fmax = config.fmax or config.sample_rate / 2
     image = _spectrogram_frame(config.n_mels, config.fmin, fmax, config.top_db).copy()
@@ -121,7 +124,7 @@ def spectrogram_pixels(mel_db: np.ndarray, config: FeatureConfig, title: str) ->
     for t in nice_ticks(seconds):
         x = left + t / seconds * (right - left)
         draw.line([(x, bottom), (x, bottom + _TICK_SIZE)], fill="black")
-        _text(draw, (x, bottom + _TICK_SIZE + 2), _label(t), _TEXT, "mt")
+        _text(draw, (x, bottom + _TICK_SIZE + 2), _label(t), TEXT_SIZE, "mt")
     _text(draw, ((left + right) / 2, top - 6), title, _TITLE_SIZE, "md")
     return np.asarray(image)
 
@@ -168,17 +171,17 @@ def timeline_pixels(
     for t in nice_ticks(duration):
         x = left + t / duration * (right - left)
         draw.line([(x, bottom), (x, bottom + _TICK_SIZE)], fill="black")
-        _text(draw, (x, bottom + _TICK_SIZE + 2), _label(t), _TEXT, "mt")
+        _text(draw, (x, bottom + _TICK_SIZE + 2), _label(t), TEXT_SIZE, "mt")
     for p in np.linspace(0.0, 1.0, 6):
         y = bottom - p * (bottom - top)
         draw.line([(left - _TICK_SIZE, y), (left, y)], fill="black")
-        _text(draw, (left - _TICK_SIZE - 3, y), f"{p:.1f}", _TEXT, "rm")
+        _text(draw, (left - _TICK_SIZE - 3, y), f"{p:.1f}", TEXT_SIZE, "rm")
     _vertical_text(image, "probability", (14, (top + bottom) // 2))
-    _text(draw, ((left + right) / 2, TIMELINE_SIZE[1] - 6), xlabel, _TEXT, "md")
-    middle = (top + bottom) / 2 - 10 * (len(probabilities) - 1)
+    _text(draw, ((left + right) / 2, TIMELINE_SIZE[1] - 6), xlabel, TEXT_SIZE, "md")
+    middle = (top + bottom) / 2 - 12 * (len(probabilities) - 1)
     for i, (genre, colour) in enumerate(zip(probabilities, tab10())):
-        y = middle + 20 * i
-        draw.line([(right + 12, y), (right + 36, y)], fill=colour, width=2)
-        draw.ellipse([right + 21, y - 3, right + 27, y + 3], fill=colour)
-        _text(draw, (right + 44, y), genre, _TEXT, "lm")
+        y = middle + 24 * i
+        draw.line([(right + 6, y), (right + 26, y)], fill=colour, width=2)
+        draw.ellipse([right + 13, y - 3, right + 19, y + 3], fill=colour)
+        _text(draw, (right + 32, y), genre, TEXT_SIZE, "lm")
     return np.asarray(image)

@@ -34,9 +34,10 @@ from PIL import Image
 import app
 import serving
 from conftest import TEST_MAX_FILE_SIZE, running_app
+from encoded import write_encoded
 from genrewiz import GTZAN_GENRES, PCRNN, GenreClassifier, Prediction, plots
 from genrewiz.hub import BUNDLED_DIR, bundled_source
-from synthetic import write_clip
+from synthetic import synth_clip, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
@@ -79,6 +80,13 @@ def test_api_is_three_named_endpoints_predict_analyse_and_analyse_many(client):
     assert [r["component"] for r in api["named_endpoints"]["/analyse"]["returns"]] == ["Json"]
     for endpoint in ("/predict", "/analyse"):
         assert [p["component"] for p in api["named_endpoints"][endpoint]["parameters"]] == ["Audio"]
+    # Every value is named for what it is, not "value_32".
+    names = {name: [r["label"] for r in endpoint["returns"]] for name, endpoint in api["named_endpoints"].items()}
+    assert names == {
+        "/predict": ["Top 5 genres", "What the model heard (mel spectrogram)"],
+        "/analyse": ["Analysis"],
+        "/analyse_many": ["Results", "Results (CSV)", "Status"],
+    }
 
 
 def test_analyse_gives_an_api_user_what_the_page_shows(client, clips, classifier, predictions):
@@ -171,6 +179,25 @@ def test_too_large_files_are_refused(served, client, classifier, short_clip, tmp
     assert_top5(label)
 
 
+def test_the_page_states_the_limit_and_what_it_refused_before_uploading(served, classifier):
+    """A file over the limit is kept back by the page's script, which says so through ``refused_files``."""
+    config = httpx.get(f"{served[1]}config", timeout=30).json()
+    hint = app.input_hint(TEST_MAX_FILE_SIZE, classifier.max_duration)
+    assert "up to 8 MB" in hint and "the first 10:00 of a longer recording" in hint and "at least 10 s" in hint
+    assert config["max_file_size"] == TEST_MAX_FILE_SIZE  # what the page's script compares sizes with
+    payload = json.dumps({"target": "song", "files": [{"name": "<b>live</b>.wav", "size": 130 * 1024 * 1024}], "at": 1})
+    target, errors = app.refused_files(payload, TEST_MAX_FILE_SIZE)
+    assert target == "song" and errors == [("<b>live</b>.wav", "<b>live</b>.wav: the file is too large (130.0 MB; the limit is 8 MB).")]
+    assert app.refused_files("not json", TEST_MAX_FILE_SIZE) == ("", [])
+    assert app.refused_files(json.dumps({"target": "batch", "files": []}), None) == ("batch", [])
+
+
+def test_phone_videos_and_browser_recordings_are_analysed(client, tmp_path):
+    for path in phone_and_browser_files(tmp_path):
+        result = client.predict(handle_file(str(path)), api_name="/analyse")
+        assert result["file"] == path.name and result["duration_s"] == pytest.approx(4.0, abs=0.1)
+
+
 def test_twenty_concurrent_requests_all_succeed(client, short_clip, monkeypatch):
     monkeypatch.setattr(serving, "PER_CLIENT_QUEUED", 20)  # one client stands for twenty here (the limit: test_serving.py)
     jobs = [client.submit(handle_file(short_clip), api_name="/predict") for _ in range(20)]
@@ -183,9 +210,9 @@ def test_twenty_concurrent_requests_all_succeed(client, short_clip, monkeypatch)
 
 def test_examples_respond_from_the_launch_cache(client, clips, classifier, predictions):
     for index, clip in enumerate(clips):
-        verdict, label, image, timeline, details = client.predict(index, api_name="/load_example")
-        assert verdict.startswith("### " + app.verdict_text(predictions[clip]).split(":")[0])
-        assert [c["label"] for c in label["confidences"]] == [g for g, _ in predictions[clip].top(5)]
+        verdict, bars, image, timeline, details = client.predict(index, api_name="/load_example")
+        assert verdict.startswith("### " + app.escape_markdown(app.verdict_text(predictions[clip])))
+        assert bars == app.genre_bars(predictions[clip].top(5))
         assert Path(image).is_file()
         assert app.escape_markdown(Path(clip).name) in details
         # Long examples come with their genre timeline; 30 s clips (one window) hide it.
@@ -212,17 +239,32 @@ def test_page_says_what_the_model_is_how_often_it_is_right_and_which_weights(ser
     assert "10 GTZAN genres" in intro
 
 
+def phone_and_browser_files(folder: Path) -> list[Path]:
+    """A phone's video (``.mp4``, AAC) and a browser's recording (``.webm``, Opus): containers the server decodes."""
+    samples = synth_clip("pad", 4.0, 48_000)
+    mp4 = write_encoded(folder / "phone.m4a", samples, 48_000).rename(folder / "phone video.mp4")
+    return [mp4, write_encoded(folder / "recording.webm", samples, 48_000)]
+
+
 def test_several_files_at_once_give_a_table_and_a_csv(client, clips, predictions, tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"not audio" * 100)
-    chosen = [clips[0], str(bad), clips[1]]
+    notes = tmp_path / "notes.txt"  # refused by no filter: its row says why
+    notes.write_text("not a song\n")
+    mp4, webm = phone_and_browser_files(tmp_path)
+    chosen = [clips[0], str(bad), clips[1], str(mp4), str(notes), str(webm)]
     table, csv_path, status = client.predict([handle_file(p) for p in chosen], api_name="/analyse_many")
-    assert status == "2 of 3 files analysed; 1 could not be (see `error`)."
+    assert status == "4 of 6 files analysed; 2 could not be (see `error`)."
     rows = table["data"]
+    column = {name: i for i, name in enumerate(app.BATCH_COLUMNS)}
     assert [row[0] for row in rows] == [Path(p).name for p in chosen]
     for row, path in zip([rows[0], rows[2]], [clips[0], clips[1]]):
-        assert row[1] == app.verdict_text(predictions[path]) and row[2] == predictions[path].top(1)[0][0]
-    assert "not a readable audio file" in rows[1][-1]
+        assert row[column["verdict"]] == app.verdict_text(predictions[path])
+        assert row[column["genre"]] == predictions[path].top(1)[0][0] and row[column["error"]] == ""
+    assert "not a readable audio file" in rows[1][column["error"]]
+    assert "unsupported format '.txt'" in rows[4][column["error"]]
+    assert all(rows[i][column["verdict"]] and not rows[i][column["error"]] for i in (3, 5)), rows
+    assert Path(csv_path).name.startswith("genrewiz-genres-") and Path(csv_path).suffix == ".csv"  # not a random name
     with open(csv_path, newline="", encoding="utf-8") as file:
         written = list(csv.reader(file))
     assert written[0] == list(app.BATCH_COLUMNS) and [r[0] for r in written[1:]] == [Path(p).name for p in chosen]
@@ -283,7 +325,7 @@ def test_list_examples_sorted_audio_only(tmp_path):
 def test_spectrogram_has_the_models_view(classifier, short_clip):
     prediction = classifier.predict(short_clip)
     image = app.spectrogram_image(prediction.mel, classifier.config, "title")
-    assert image.dtype == np.uint8 and image.shape == (400, 1000, 3)
+    assert image.dtype == np.uint8 and image.shape == (*plots.SPECTROGRAM_SIZE[::-1], 3)
     assert image.std() > 10  # drawn, not blank
 
 
@@ -296,7 +338,7 @@ def test_timeline_only_for_songs_longer_than_a_window(classifier, tmp_path):
     header, data = plot.plot.split(",", 1)
     assert plot.type == "matplotlib" and header == "data:image/png;base64"  # what gr.Plot shows as an image
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
-    assert pixels.shape == (280, 1000, 3)
+    assert pixels.shape == (*plots.TIMELINE_SIZE[::-1], 3)
     for colour in plots.tab10()[:5]:  # one line (and legend entry) per top-5 genre
         assert (np.abs(pixels - colour).sum(axis=2) < 12).sum() > 40
 
@@ -346,8 +388,22 @@ def test_weights_line_links_hub_weights_and_keeps_fallback_reasons_off_the_page(
     assert app.weights_line(offline) == "Weights: the weights bundled with GenreWiz (genrewiz/weights)."
 
 
-def test_percentages_never_round_into_a_claim():
-    assert [app.percent(p) for p in (0.9955, 1.0, 0.004, 0.0, 0.42)] == ["over 99%", "100%", "under 1%", "0%", "42%"]
+def test_percentages_never_round_into_a_claim(classifier, tmp_path):
+    assert [app.percent(p) for p in (0.9955, 1.0, 0.004, 0.0, 0.42)] == ["over 99%", "over 99%", "under 1%", "under 1%", "42%"]
+    prediction = classifier.predict(write_clip(tmp_path / "clip.wav", "pad", 3))
+    # The page's verdict and its bars write the same figures, and neither contradicts the words.
+    for probabilities, heading, figures in [
+        ([0.4969, 0.30], "Not sure, leaning blues", ["49.7%", "30%"]),
+        ([0.9996, 0.0003], "Most likely blues", ["over 99%", "under 1%"]),
+        ([0.6054, 0.4556], "Not sure: blues or classical?", ["60.5%", "46%"]),
+    ]:
+        rest = (1.0 - sum(probabilities)) / 8
+        answer = with_probabilities(prediction, [*probabilities, *[rest] * 8])
+        assert app.verdict_markdown(answer).startswith(f"### {app.escape_markdown(heading)}\n")
+        for figure in figures:
+            assert figure in app.verdict_markdown(answer).split("\n")[1]
+            assert f'<span class="share">{figure}</span>' in app.genre_bars(answer.top(5))
+        assert "100%" not in app.genre_bars(answer.top(5)) and ">0%<" not in app.genre_bars(answer.top(5))
 
 
 def with_probabilities(prediction: Prediction, probabilities: list[float]) -> Prediction:
@@ -356,10 +412,15 @@ def with_probabilities(prediction: Prediction, probabilities: list[float]) -> Pr
 
 @pytest.mark.parametrize(
     "top, sure",
-    [((0.72, 0.20), True), ((0.51, 0.35), True), ((0.45, 0.10), False), ((0.55, 0.41), False), ((0.60, 0.46), False)],
+    [((0.72, 0.20), True), ((0.51, 0.35), True), ((0.60, 0.45), True), ((0.70, 0.55), True), ((0.45, 0.40), False),
+     ((0.55, 0.41), False), ((0.60, 0.46), False), ((0.45, 0.10), False)],
 )
 def test_an_unsure_answer_says_so(classifier, tmp_path, top, sure):
-    """Under 50 %, or less than 15 points ahead of the second genre: a question, not a bold genre."""
+    """Under 50 %, or less than 15 points ahead of the second genre: a question, not a bold genre.
+
+    Exactly 15 points ahead is sure (0.70 - 0.55 computes as 0.1499...); a weak top genre with the
+    second far behind is "leaning", not a toss-up between the two.
+    """
     prediction = classifier.predict(write_clip(tmp_path / "clip.wav", "pad", 3))
     rest = (1.0 - sum(top)) / 8
     answer = with_probabilities(prediction, [top[0], top[1], *[rest] * 8])
@@ -368,9 +429,15 @@ def test_an_unsure_answer_says_so(classifier, tmp_path, top, sure):
     if sure:
         assert app.verdict_text(answer) == f"Most likely {first}"
         assert app.verdict_markdown(answer).startswith(f"### Most likely {first}\n{top[0]:.0%}, ahead of {second}")
+    elif top[0] - top[1] >= 0.15:
+        assert app.verdict_text(answer) == f"Not sure, leaning {first}"
+        assert app.verdict_markdown(answer) == (
+            f"### {app.escape_markdown(f'Not sure, leaning {first}')}\n{top[0]:.0%}, ahead of {second} at {top[1]:.0%}, but the top genre is under 50%."
+        )
     else:
         assert app.verdict_text(answer) == f"Not sure: {first} or {second}?"
-        assert app.verdict_markdown(answer).startswith(f"### Not sure: {first} or {second}?\n{first} {top[0]:.0%}, {second} {top[1]:.0%}: the top genre is")
+        heading = app.escape_markdown(f"Not sure: {first} or {second}?")
+        assert app.verdict_markdown(answer).startswith(f"### {heading}\n{first} {top[0]:.0%}, {second} {top[1]:.0%}: the top genre is")
         reason = app.verdict_markdown(answer).rsplit(": ", 1)[1]
         assert ("under 50%" in reason) is (top[0] < 0.5) and ("15 points ahead" in reason) is (top[0] - top[1] < 0.15)
         details = app.details_markdown("clip.wav", answer, classifier.config)

@@ -104,6 +104,10 @@ def test_table_output_serial_matches_parallel(library):
     assert len(lines) == 7 and sum("ERROR:" in line for line in lines) == 3
 
 
+PERCENT = r"(\d+(\.\d+)?%|over 99%|under 1%)"
+"""A confidence as :func:`genrewiz.verdict.percent` writes it."""
+
+
 def test_table_has_a_header_and_aligned_columns(library):
     done = run_cli("predict", ".", "--top", "3", "-q", cwd=library)
     header, *lines = done.stdout.rstrip("\n").split("\n")
@@ -115,9 +119,9 @@ def test_table_has_a_header_and_aligned_columns(library):
             continue
         path = line[: columns[0]].rstrip()
         assert (library / path).is_file() and line[columns[0] :].split()[0] in GENRES
-        assert re.fullmatch(r" *\d+%", line[columns[1] : columns[1] + len("CONFIDENCE")])  # right-aligned under its title
+        assert re.fullmatch(rf" *{PERCENT}", line[columns[1] : columns[1] + len("CONFIDENCE")])  # right-aligned under its title
         assert re.fullmatch(r" *\d+:\d\d", line[columns[2] : columns[2] + len("LENGTH")])
-        assert re.fullmatch(r"(\w+ \d+%, )\w+ \d+%", line[columns[3] :])
+        assert re.fullmatch(rf"(\w+ {PERCENT}, )\w+ {PERCENT}", line[columns[3] :])
     assert "pad.flac" in done.stdout and " 0:31 " in next(line for line in lines if "pad.flac" in line)
 
 
