@@ -99,6 +99,7 @@ APP_CSS = """
 #genres .bar { flex: 1; height: 0.9em; border-radius: 4px; overflow: hidden; background: var(--background-fill-secondary); }
 #genres .bar > span { display: block; height: 100%; background: var(--color-accent); }
 #genres .share { flex: 0 0 5.5em; text-align: right; font-variant-numeric: tabular-nums; }
+#genres .not-music { opacity: 0.45; filter: grayscale(1); }
 #batch-table td, #batch-table th { overflow-wrap: anywhere; }
 #batch-table .cell-wrap { white-space: normal; }
 @media (max-width: 640px) {
@@ -373,8 +374,9 @@ def is_unsure(prediction: Prediction) -> bool:
 
 
 def verdict_text(prediction: Prediction) -> str:
-    """The answer in words (:func:`genrewiz.verdict.verdict_text`): ``Most likely jazz``, ``Not sure: jazz or blues?``, ..."""
-    return verdict_rule.verdict_text(prediction.top(2))
+    """The answer in words (:func:`genrewiz.verdict.song_verdict`): ``Most likely jazz``, ``Not sure: jazz or blues?``,
+    ``This doesn't sound like music``, ``Short clip (3 s): most likely jazz``, ..."""
+    return verdict_rule.song_verdict(prediction.top(2), prediction.music, prediction.duration)
 
 
 def verdict_markdown(prediction: Prediction) -> str:
@@ -386,6 +388,9 @@ def verdict_markdown(prediction: Prediction) -> str:
     (first, _), (second, _) = top
     shown = percents(top)
     heading = escape_markdown(verdict_text(prediction))
+    if not verdict_rule.is_music(prediction.music):
+        return (f"### {heading}\nIt sounds like music with a probability of {percent(prediction.music)}, so it gets no "
+                "genre; the genres below are only what it comes closest to.")
     if not is_unsure(prediction):
         return f"### {heading}\n{shown[0]}, ahead of {escape_markdown(second)} at {shown[1]}."
     reason = verdict_rule.doubt_reason(top)
@@ -394,11 +399,12 @@ def verdict_markdown(prediction: Prediction) -> str:
     return f"### {heading}\n{escape_markdown(first)} {shown[0]}, {escape_markdown(second)} {shown[1]}: {reason}."
 
 
-def genre_bars(top: Sequence[tuple[str, float]]) -> str:
+def genre_bars(top: Sequence[tuple[str, float]], music: bool = True) -> str:
     """The top genres as bars (HTML), each with its probability as :func:`genrewiz.verdict.percents` writes it.
 
     Drawn here rather than by ``gr.Label``, whose figures round on their own (``100%`` beside the
-    verdict's "over 99%", ``50%`` beside "under 50%").
+    verdict's "over 99%", ``50%`` beside "under 50%"). For an input that is not ``music`` they
+    stay visible, greyed: what it comes closest to, not its genre.
     """
     rows = []
     for (genre, p), text in zip(top, percents(top)):
@@ -408,7 +414,7 @@ def genre_bars(top: Sequence[tuple[str, float]]) -> str:
             f'<span class="bar"><span style="width: {max(0.0, min(p, 1.0)) * 100:.1f}%"></span></span>'
             f'<span class="share">{text}</span></div>'
         )
-    return '<div class="genre-bars">' + "".join(rows) + "</div>"
+    return f'<div class="genre-bars{"" if music else " not-music"}">' + "".join(rows) + "</div>"
 
 
 def error_markdown(message: str) -> str:
@@ -417,14 +423,17 @@ def error_markdown(message: str) -> str:
 
 
 def cnn_branch(source: ModelSource | None) -> str | None:
-    """The checkpoint's CNN branch (``musicnn`` or ``scratch``) as its ``config.json`` names it."""
+    """The checkpoint's pretrained ears as its ``config.json`` names them: ``musicnn``, ``musicnn+mn04`` or ``scratch``."""
     path = source.directory / "config.json" if source is not None else None
     if path is None or not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8")).get("cnn_branch", "scratch")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    ear = config.get("audioset_branch")
+    return config.get("cnn_branch", "scratch") + (f"+{ear}" if ear else "")
 
 
 EXTRA_EVALUATIONS = (
+    ("songs", "real songs by artists it never heard"),
     ("field", "real recordings from outside GTZAN"),
     ("recorded", "recordings of those clips through simulated phone, laptop and call microphones"),
 )
@@ -467,7 +476,11 @@ def _measured(entry: dict[str, Any]) -> bool:
 
 
 def model_summary(branch: str | None) -> str:
-    """What the model is, in one sentence, from its CNN branch."""
+    """What the model is, in one sentence, from its CNN branch and second ear."""
+    if branch == "musicnn+mn04":
+        return ("GenreWiz is a neural network with two pretrained ears, musicnn (a million songs) and mn04 (AudioSet, "
+                "two million YouTube clips), and genre layers trained on GTZAN clips and real songs; it also tells "
+                "when its input is not music.")
     if branch == "musicnn":
         return "GenreWiz is a neural network whose CNN branch is musicnn, pretrained on a million songs, with genre layers trained on GTZAN clips."
     if branch == "scratch":
@@ -519,6 +532,7 @@ def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, sour
         "source_duration_s": round(prediction.source_duration, 2),
         "truncated": prediction.truncated,
         "looped": prediction.padded,
+        "music": None if prediction.music is None else round(prediction.music, 4),
         "window_seconds": round(config.window_seconds, 4),
         "windows": windows_json(prediction, config.window_seconds),
         "model": {
@@ -615,7 +629,8 @@ def build_demo(
         # The session keeps this for the follow-up, which needs the probabilities, not the (up to
         # 6.6 MB) spectrogram: an empty copy, since a view would keep the whole array alive.
         light = dataclasses.replace(prediction, mel=prediction.mel[:0].copy())
-        return verdict_markdown(prediction), genre_bars(prediction.top(TOP_K)), render(audio, prediction), (Path(audio).name, light)
+        bars = genre_bars(prediction.top(TOP_K), verdict_rule.is_music(prediction.music))
+        return verdict_markdown(prediction), bars, render(audio, prediction), (Path(audio).name, light)
 
     def show_details(result: tuple[str, Prediction] | None) -> tuple[Any, str]:
         if result is None:

@@ -41,9 +41,27 @@ MUSIC_BELOW = 0.5
 """An input whose probability of being music (:attr:`genrewiz.predict.Prediction.music`) is under this gets no genre."""
 
 
+NOT_MUSIC = "This doesn't sound like music"
+"""The verdict, in place of a genre, for an input under :data:`MUSIC_BELOW`."""
+SHORT_BELOW = 5.0
+"""Seconds under which a clip is too short to judge well: the verdict says so."""
+
+
 def is_music(music: float | None) -> bool:
     """Whether an input with this music probability gets a genre at all (``None``: a model that cannot tell, so yes)."""
     return music is None or music >= MUSIC_BELOW
+
+
+def song_verdict(top: Sequence[tuple[str, float]], music: float | None = None, seconds: float | None = None) -> str:
+    """The verdict of a whole input: :data:`NOT_MUSIC`, else :func:`verdict_text`, prefixed for a clip under :data:`SHORT_BELOW`.
+
+    ``Short clip (3 s): Most likely jazz``: a few seconds are little to go on, and the verdict
+    itself says so rather than leaving it to the details.
+    """
+    text = verdict_text(top) if is_music(music) else NOT_MUSIC
+    if seconds is not None and seconds < SHORT_BELOW:
+        return f"Short clip ({seconds:.0f} s): {text[0].lower()}{text[1:]}"
+    return text
 
 
 def is_unsure(top: Sequence[tuple[str, float]]) -> bool:
