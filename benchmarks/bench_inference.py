@@ -131,7 +131,7 @@ def bench_song(classifier: GenreClassifier, reference: GenreClassifier, path: Pa
 
 def genrewiz_command(paths: list[Path], model: Path, jobs: int, output: Path) -> float:
     """Seconds of a fresh ``genrewiz predict`` process over ``paths``, from launch to exit."""
-    command = [sys.executable, "-m", "genrewiz", "predict", *map(str, paths), "-q", "--format", "csv", "--jobs", str(jobs)]
+    command = [sys.executable, "-m", "genrewiz", "predict", *map(str, paths), "-q", "--format", "csv", "--jobs", str(jobs), "--force"]
     start = time.perf_counter()
     subprocess.run([*command, "--model", str(model), "--output", str(output)], check=True)
     return time.perf_counter() - start

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -36,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 from make_examples import CLIPS  # noqa: E402
-from predict_examples import END, START, table  # noqa: E402
 
 TRAIN_COMMAND = ("python", "-m", "train.train")
 """How ``train/train.py`` records the command that built a checkpoint (``history.json``'s ``command``)."""
@@ -97,19 +95,6 @@ def test_the_shipped_temperature_is_the_one_training_fitted_and_the_model_applie
     served = classifier.predict(samples, EXCERPT_RATE)  # the bundled graph, as the app and the CLI load it
     expected = calibrate.rescale(uncalibrated.window_probabilities, temperature)
     np.testing.assert_allclose(served.window_probabilities, expected, atol=1e-4, rtol=0)
-
-
-# --- README's gallery -------------------------------------------------------------------------------
-
-
-def test_readme_gallery_table_is_what_the_bundled_model_answers(classifier):
-    """``examples/predict_examples.py --update`` wrote README's table with these very weights."""
-    assert classifier.source is not None and classifier.source.directory == BUNDLED_DIR
-    bundled = GenreClassifier(source=bundled_source(), engine=classifier.engine)  # as the script names them offline
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.search(re.escape(START) + r"\n(.*?)\n" + re.escape(END), readme, re.DOTALL)
-    assert shown, f"README.md has no {START} ... {END} table"
-    assert shown.group(1) == table(bundled), "README's gallery is stale: run python examples/predict_examples.py --update"
 
 
 # --- the recipe that built the weights --------------------------------------------------------------
