@@ -78,7 +78,7 @@ def analyse_example(classifier: GenreClassifier) -> str:
     first_genre = next(iter(window["confidences"]))
     model = result["model"] | {"summary": result["model"]["summary"][:48] + "..."}
     head = ", ".join(f"{dump(k)}: {dump(result[k])}" for k in ("file", "verdict", "sure"))
-    timing = ", ".join(f"{dump(k)}: {dump(result[k])}" for k in ("duration_s", "source_duration_s", "truncated", "looped"))
+    timing = ", ".join(f"{dump(k)}: {dump(result[k])}" for k in ("duration_s", "source_duration_s", "truncated", "looped", "music"))
     return "\n".join(
         [
             "```",

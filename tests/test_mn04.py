@@ -12,15 +12,17 @@ import torch
 from safetensors.torch import load_file
 
 from genrewiz.features import AudioSetFeatures, audioset_log_mel
+from conftest import SHARED
 from genrewiz.mn04 import (
     AUDIOSET_LABELS, FEATURE_CHANNELS, GENRE_CLASSES, GENRE_INDICES, MN04, MUSIC_CLASSES, MUSIC_INDICES,
     PATCH_FRAMES, PRETRAINED_WEIGHTS,
 )  # fmt: skip
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained" / "efficientat-mn04"
-REFERENCE = SHARED / "reference.npz"
+RELEASE = SHARED / "pretrained" / "efficientat-mn04"
+REFERENCE = RELEASE / "reference.npz"
 FIXTURE = Path(__file__).with_name("data") / "mn04_chirp_reference.npz"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"the mn04 reference outputs are not at {REFERENCE}")
+needs_release = pytest.mark.shared("pretrained/efficientat-mn04")
+"""The release and its reference outputs in ``../shared`` (a skip here, a failure in CI)."""
 
 
 def chirp() -> np.ndarray:
@@ -37,9 +39,7 @@ def model() -> MN04:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
-    """All three reference inputs and outputs (../shared), or skip."""
-    if not REFERENCE.is_file():
-        pytest.skip(f"the mn04 reference outputs are not at {REFERENCE}")
+    """All three reference inputs and outputs (../shared)."""
     data = np.load(REFERENCE)
     return {"waveforms": data["waveforms_int16"].astype(np.float32) / 32768, **{k: data[k] for k in data.files}}
 
@@ -74,7 +74,7 @@ def test_port_matches_the_reference_on_a_chirp(model):
     assert probabilities.max() == pytest.approx(0.45, abs=0.01)
 
 
-@needs_reference
+@needs_release
 def test_port_matches_the_reference_on_chirp_noise_and_jazz(model, reference):
     np.testing.assert_array_equal(chirp(), reference["waveforms"][0])  # the fixture's chirp is the reference's
     got = outputs(model, reference["waveforms"])
@@ -96,17 +96,17 @@ def test_genre_and_music_classes_name_audioset_outputs():
     assert MUSIC_CLASSES[0] == "Music" and len(set(MUSIC_INDICES)) == len(MUSIC_INDICES)
 
 
-@pytest.mark.skipif(not (SHARED / "mn04_as_mAP_432.pt").is_file(), reason=f"the mn04 release is not in {SHARED}")
+@needs_release
 def test_converter_reproduces_the_shipped_weights(tmp_path):
     from train.convert_mn04 import main
 
     out = tmp_path / "mn04.safetensors"
-    main([str(SHARED / "mn04_as_mAP_432.pt"), "--out", str(out)])
+    main([str(RELEASE / "mn04_as_mAP_432.pt"), "--out", str(out)])
     converted, shipped = load_file(str(out)), load_file(str(PRETRAINED_WEIGHTS))
     assert converted.keys() == shipped.keys() and len(shipped) == 312
     for key, value in shipped.items():
         assert torch.equal(converted[key], value), key
-    release = torch.load(SHARED / "mn04_as_mAP_432.pt", map_location="cpu", weights_only=True)
+    release = torch.load(RELEASE / "mn04_as_mAP_432.pt", map_location="cpu", weights_only=True)
     assert all(torch.equal(release[k], v) for k, v in shipped.items())
 
 
