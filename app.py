@@ -526,7 +526,7 @@ def analysis_json(name: str, prediction: Prediction, config: FeatureConfig, sour
     return {
         "file": name,
         "verdict": verdict_text(prediction),
-        "sure": not is_unsure(prediction),
+        "sure": verdict_rule.is_music(prediction.music) and not is_unsure(prediction),
         "genres": top_json(prediction.top(len(prediction.labels))),
         "duration_s": round(prediction.duration, 2),
         "source_duration_s": round(prediction.source_duration, 2),

@@ -233,7 +233,17 @@ def outputs(logits: np.ndarray, music: np.ndarray | None) -> WindowOutputs:
     return WindowOutputs(softmax(logits), None if music is None else sigmoid(music))
 
 
-class TorchEngine:
+class _WindowProbabilities:
+    """An engine's ``window_probabilities``: the genre half of its ``window_outputs``, for callers that need no music score."""
+
+    def window_probabilities(
+        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
+        return self.window_outputs(windows, progress, ear_patches).probabilities  # type: ignore[attr-defined]
+
+
+class TorchEngine(_WindowProbabilities):
     """The PCRNN in PyTorch, on whatever device it is on (training validates on the GPU this way).
 
     A musicnn PCRNN runs in two stages as the ONNX graph does (:func:`patched_logits`): the trunk
@@ -261,12 +271,6 @@ class TorchEngine:
     @property
     def audioset_config(self) -> AudioSetFeatures | None:
         return self.model.audioset_features
-
-    def window_probabilities(
-        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
-        return self.window_outputs(windows, progress, ear_patches).probabilities
 
     def window_outputs(
         self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
@@ -330,7 +334,7 @@ class TorchEngine:
         return outputs(np.concatenate(logits), np.concatenate(music) if music else None)
 
 
-class OnnxEngine:
+class OnnxEngine(_WindowProbabilities):
     """An exported PCRNN run by ONNX Runtime on the CPU.
 
     ``num_threads`` is ONNX Runtime's intra-op thread count per call (``None``: its default, one
@@ -416,12 +420,6 @@ class OnnxEngine:
     @property
     def description(self) -> str:
         return "ONNX Runtime" + (" with int8 " + ", ".join(self.quantization["operators"]) if self.quantization else "")
-
-    def window_probabilities(
-        self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows, in bounded batches."""
-        return self.window_outputs(windows, progress, ear_patches).probabilities
 
     def window_outputs(
         self, windows: np.ndarray, progress: Progress | None = None, ear_patches: np.ndarray | None = None

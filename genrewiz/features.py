@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -19,8 +19,28 @@ _AMIN = 1e-10  # librosa.power_to_db's floor on power before the log
 _STFT_BLOCK = 256  # frames per FFT block: a few MB of float64 frames at a time, whatever the song length
 
 
+_S = TypeVar("_S", bound="_Stored")
+
+
+class _Stored:
+    """``to_dict``/``from_dict`` for a frozen settings dataclass, as ``config.json`` holds it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as stored in ``config.json``."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_S], data: dict[str, Any]) -> _S:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**data)
+
+
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(_Stored):
     """Mel-spectrogram and windowing settings (defaults: the original PCRNN's 640x128 input).
 
     ``window_frames`` frames of ``hop_length`` samples make one model input: 640 x 1024 /
@@ -64,18 +84,6 @@ class FeatureConfig:
         """Duration of one model input window in seconds."""
         return self.window_frames * self.frame_seconds
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, as stored in ``config.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,7 @@ def make_windows(mel: np.ndarray, config: FeatureConfig) -> Windows:
 
 
 @dataclass(frozen=True)
-class AudioSetFeatures:
+class AudioSetFeatures(_Stored):
     """The front end of the AudioSet tagger mn04_as (EfficientAT): its log-mel, as it was trained on it.
 
     Pre-emphasis, a centred STFT (``win_length``-sample symmetric Hann window in an ``n_fft``
@@ -274,18 +282,6 @@ class AudioSetFeatures:
         """Duration of one spectrogram frame (the hop) in seconds."""
         return self.hop_length / self.sample_rate
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, as stored in ``config.json``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AudioSetFeatures:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown AudioSetFeatures fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 @lru_cache(maxsize=4)

@@ -101,6 +101,7 @@ def test_analyse_gives_an_api_user_what_the_page_shows(client, clips, classifier
     assert result["duration_s"] == pytest.approx(expected.duration, abs=0.01)
     assert result["source_duration_s"] == pytest.approx(expected.source_duration, abs=0.01)
     assert result["truncated"] is expected.truncated and result["looped"] is expected.padded
+    assert result["music"] == pytest.approx(expected.music, abs=1e-4) and result["music"] >= 0.5
     assert result["window_seconds"] == pytest.approx(classifier.config.window_seconds, abs=1e-3)
     assert len(result["windows"]) == len(expected.window_starts) >= 2
     for window, start, probabilities in zip(result["windows"], expected.window_starts, expected.window_probabilities):
@@ -407,7 +408,10 @@ def test_percentages_never_round_into_a_claim(classifier, tmp_path):
 
 
 def with_probabilities(prediction: Prediction, probabilities: list[float]) -> Prediction:
-    return dataclasses.replace(prediction, probabilities=np.array(probabilities))
+    """``prediction`` with these genre probabilities, as for a whole song the model hears as music (the rule under test is the genre's)."""
+    music = np.ones_like(prediction.window_music) if prediction.window_music is not None else None
+    return dataclasses.replace(prediction, probabilities=np.array(probabilities), window_music=music, duration=30.0,
+                               source_duration=30.0)
 
 
 @pytest.mark.parametrize(
@@ -525,3 +529,27 @@ def test_error_messages_cannot_carry_html(classifier, tmp_path):
     with pytest.raises(gr.Error) as raised:
         app.classify_file(classifier, path)
     assert "&lt;img src=x onerror=alert(1)&gt; & co.wav: not a readable audio file" in str(raised.value)
+
+
+def test_non_music_and_short_clips_say_so_in_the_verdict(client, tmp_path):
+    """A hiss gets "This doesn't sound like music" (genres greyed on the page); a 3 s clip of a song says it is short."""
+    from train import nonmusic
+
+    hiss = tmp_path / "hiss.wav"
+    sf.write(hiss, nonmusic.GENERATORS["white noise"](np.random.default_rng(7), 32_000, 15.0), 32_000)
+    result = client.predict(handle_file(str(hiss)), api_name="/analyse")
+    assert result["verdict"] == "This doesn't sound like music" and result["music"] < 0.5 and not result["sure"]
+    song = sf.read(Path(app.EXAMPLES_DIR) / "metal_chaos_god.ogg")
+    short = tmp_path / "short.wav"
+    sf.write(short, song[0][: 3 * song[1]], song[1])
+    result = client.predict(handle_file(str(short)), api_name="/analyse")
+    assert result["verdict"].startswith("Short clip (3 s): ") and result["music"] >= 0.5
+
+
+def test_the_page_greys_the_genres_of_what_is_not_music(classifier, tmp_path):
+    from train import nonmusic
+
+    prediction = classifier.predict(nonmusic.GENERATORS["mains hum"](np.random.default_rng(3), 32_000, 20.0), 32_000)
+    heading = app.escape_markdown("This doesn't sound like music")
+    assert app.verdict_markdown(prediction).startswith(f"### {heading}\n")
+    assert 'class="genre-bars not-music"' in app.genre_bars(prediction.top(5), music=False)
