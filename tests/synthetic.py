@@ -12,11 +12,22 @@ import numpy as np
 import soundfile as sf
 
 STYLES: tuple[str, ...] = ("bass_pulse", "hihat", "pad", "chirp")
+SONG = "song"
+"""Not a style to learn but real music: seconds of a gallery clip (``examples/``, in the repository),
+for tests whose files must be heard as music (the tagger writes no genre for a hiss or a sweep,
+which is what the styles above are to the music detector)."""
+_SONGS = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.ogg"))
 _WRITE_BLOCK = 65_536
 
 
 def synth_clip(style: str, seconds: float, sample_rate: int = 22_050, seed: int = 0) -> np.ndarray:
     """A mono float32 clip of one synthetic style, varied by ``seed`` (pitch, tempo, noise)."""
+    if style == SONG:
+        from genrewiz.audio import load_audio
+
+        music = load_audio(_SONGS[seed % len(_SONGS)], sample_rate).samples
+        music = np.resize(music, max(len(music), int((seconds + 5.0) * sample_rate)))
+        return np.ascontiguousarray(music[int(5.0 * sample_rate) :][: int(seconds * sample_rate)], dtype=np.float32)
     rng = np.random.default_rng(seed)
     n = int(seconds * sample_rate)
     t = np.arange(n) / sample_rate

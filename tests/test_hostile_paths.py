@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from genrewiz.audio import find_audio_files
-from synthetic import write_clip
+from synthetic import SONG, write_clip
 from test_cli import cli_env
 
 MEMORY_LIMIT = 2 << 30
@@ -41,7 +41,7 @@ def rows_by_name(stdout: str) -> dict[str, dict]:
 def hostile(tmp_path: Path) -> Path:
     """A folder with a good clip, a FIFO and links to endless devices, all named like audio."""
     root = tmp_path / "library"
-    write_clip(root / "good.flac", "pad", 3.0)
+    write_clip(root / "good.flac", SONG, 3.0)
     os.mkfifo(root / "pipe.mp3")
     (root / "zero.mp3").symlink_to("/dev/zero")
     (root / "noise.wav").symlink_to("/dev/urandom")
@@ -62,7 +62,7 @@ def test_fifos_and_devices_are_error_rows_never_read(hostile, command):
 
 def test_a_link_loop_with_output_is_an_error_row_and_the_run_goes_on(tmp_path):
     root = tmp_path / "library"
-    write_clip(root / "good.wav", "pad", 3.0)
+    write_clip(root / "good.wav", SONG, 3.0)
     (root / "a.mp3").symlink_to(root / "b.mp3")
     (root / "b.mp3").symlink_to(root / "a.mp3")
     for command in (["predict"], ["tag", "--min-confidence", "0"]):
@@ -77,8 +77,8 @@ def test_a_link_loop_with_output_is_an_error_row_and_the_run_goes_on(tmp_path):
 
 def test_an_output_that_links_to_audio_or_an_input_is_refused(tmp_path):
     root = tmp_path / "library"
-    song = write_clip(root / "song.wav", "pad", 3.0)
-    keep = write_clip(tmp_path / "elsewhere" / "keep.mp3", "hihat", 3.0)
+    song = write_clip(root / "song.wav", SONG, 3.0)
+    keep = write_clip(tmp_path / "elsewhere" / "keep.mp3", SONG, 3.0)
     originals = {path: path.read_bytes() for path in (song, keep)}
     (tmp_path / "rows.jsonl").symlink_to(keep)
     os.link(keep, tmp_path / "hard.jsonl")
@@ -96,7 +96,7 @@ def test_an_output_that_links_to_audio_or_an_input_is_refused(tmp_path):
     "content", ['{\n  "theme": "dark",\n  "volume": 7\n}\n', '{"theme": "dark"}\n'], ids=["pretty-json", "one-json-line"]
 )
 def test_resume_refuses_a_file_that_is_not_all_rows(tmp_path, content):
-    write_clip(tmp_path / "library" / "song.wav", "pad", 3.0)
+    write_clip(tmp_path / "library" / "song.wav", SONG, 3.0)
     settings = tmp_path / "settings.json"
     settings.write_text(content)
     done = run_bounded("predict", str(tmp_path / "library"), "--format", "jsonl", "--resume", "--output", str(settings))
@@ -107,7 +107,7 @@ def test_resume_refuses_a_file_that_is_not_all_rows(tmp_path, content):
 def test_files_are_listed_in_natural_order(tmp_path):
     root = tmp_path / "library"
     for name in ("song_10.wav", "song_2.wav", "song_1.wav", "Disc 10/a.wav", "Disc 9/a.wav"):
-        write_clip(root / name, "pad", 1.5)
+        write_clip(root / name, SONG, 1.5)
     names = [p.relative_to(root).as_posix() for p in find_audio_files([root])]
     assert names == ["Disc 9/a.wav", "Disc 10/a.wav", "song_1.wav", "song_2.wav", "song_10.wav"]
     done = run_bounded("predict", str(root), "--format", "jsonl", "-q")

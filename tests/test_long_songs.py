@@ -15,7 +15,7 @@ import torch
 
 from genrewiz import GenreClassifier
 from genrewiz.engine import OnnxEngine, TorchEngine
-from genrewiz.features import make_windows
+from genrewiz.features import audioset_windows, make_windows
 from genrewiz.hub import BUNDLED_DIR
 from genrewiz.model import PCRNN
 from genrewiz.predict import analyse
@@ -70,36 +70,46 @@ def test_ten_minute_song_peak_memory_is_bounded(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def song_windows() -> np.ndarray:
-    """Windows of a 100 s generated song at the bundled model's features (6 windows, 40 distinct patches)."""
-    config = OnnxEngine.for_checkpoint(BUNDLED_DIR).config
-    return make_windows(analyse(_song(100.0), config, 22_050).mel, config).data
+def song() -> tuple[np.ndarray, np.ndarray | None]:
+    """Windows of a 100 s generated song at the bundled model's features (6 windows, 40 distinct patches), and the
+    AudioSet ear's 10-s patches for them (3 each) where the model has that ear."""
+    engine = OnnxEngine.for_checkpoint(BUNDLED_DIR)
+    config, ear = engine.config, engine.audioset_config
+    analysis = analyse(_song(100.0), config, 22_050, ear=ear)
+    cut = make_windows(analysis.mel, config)
+    starts = cut.start_frames * config.frame_seconds
+    return cut.data, None if ear is None else audioset_windows(analysis.ear_mel, starts, config.window_seconds, ear)
 
 
-def test_onnx_chunked_equals_unchunked(song_windows):
+def test_onnx_chunked_equals_unchunked(song):
+    windows, ear = song
     one_at_a_time = OnnxEngine.for_checkpoint(BUNDLED_DIR, batch_size=1, patch_chunk=1)
     all_at_once = OnnxEngine.for_checkpoint(BUNDLED_DIR, batch_size=64, patch_chunk=64)
-    a = one_at_a_time.window_probabilities(song_windows)
-    b = all_at_once.window_probabilities(song_windows)
-    assert a.shape == (len(song_windows), 10)
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    a = one_at_a_time.window_outputs(windows, ear_patches=ear)
+    b = all_at_once.window_outputs(windows, ear_patches=ear)
+    assert a.probabilities.shape == (len(windows), 10)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5, rtol=0)
+    if ear is not None:
+        np.testing.assert_allclose(a.music, b.music, atol=1e-5, rtol=0)
 
 
-def test_torch_chunked_equals_the_whole_model(song_windows):
-    """The two-stage torch path against ``PCRNN.forward`` on the same windows, all at once."""
+def test_torch_chunked_equals_the_whole_model(song):
+    """The staged torch path against ``PCRNN.forward`` on the same windows, all at once."""
     model = PCRNN.from_pretrained(BUNDLED_DIR)
-    windows = song_windows[:3]
-    chunked = TorchEngine(model, batch_size=2, patch_chunk=3).window_probabilities(windows)
+    windows, ear = song[0][:3], None if song[1] is None else song[1][:3]
+    chunked = TorchEngine(model, batch_size=2, patch_chunk=3).window_probabilities(windows, ear_patches=ear)
     with torch.inference_mode():
-        whole = torch.softmax(model(torch.from_numpy(windows)), dim=1).numpy()
+        whole = torch.softmax(model(torch.from_numpy(windows), None if ear is None else torch.from_numpy(ear)), dim=1).numpy()
     np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=0)
 
 
-def test_progress_reaches_one_in_steps(song_windows):
+def test_progress_reaches_one_in_steps(song):
+    windows, ear = song
     engine = OnnxEngine.for_checkpoint(BUNDLED_DIR, patch_chunk=8)
     seen: list[float] = []
-    engine.window_probabilities(song_windows, progress=seen.append)
-    assert len(seen) == 5 and seen == sorted(seen) and seen[-1] == 1.0  # 40 distinct patches, 8 at a time
+    engine.window_probabilities(windows, progress=seen.append, ear_patches=ear)
+    steps = 5 + (0 if ear is None else -(-len(ear.reshape(-1, *ear.shape[2:])) // 8))  # 40 distinct patches, 8 at a time
+    assert len(seen) == steps and seen == sorted(seen) and seen[-1] == 1.0
 
 
 def test_classifier_passes_progress_through(tmp_path):
@@ -123,7 +133,7 @@ def test_graph_of_an_older_export_is_not_served(tmp_path, caplog):
     onnx.save(graph, str(folder / "model.onnx"))
     with caplog.at_level(logging.WARNING, logger="genrewiz"):
         assert isinstance(GenreClassifier.from_pretrained(folder).engine, TorchEngine)
-    assert "exported by an older GenreWiz" in caplog.text
+    assert "exported by another GenreWiz" in caplog.text
 
 
 def test_app_upload_reports_progress(classifier, tmp_path):
@@ -164,11 +174,12 @@ def test_fair_turns_serve_in_arrival_order():
     assert order == ["long, next chunk", "short", "other long"]
 
 
-def test_engine_runs_take_turns_and_give_the_same_answers(song_windows):
+def test_engine_runs_take_turns_and_give_the_same_answers(song):
     from genrewiz.engine import FairTurns
 
+    windows, ear = song[0][:2], None if song[1] is None else song[1][:2]
     engine = OnnxEngine.for_checkpoint(BUNDLED_DIR)
-    plain = engine.window_probabilities(song_windows[:2])
+    plain = engine.window_probabilities(windows, ear_patches=ear)
     engine.turns = FairTurns()
-    np.testing.assert_array_equal(engine.window_probabilities(song_windows[:2]), plain)
+    np.testing.assert_array_equal(engine.window_probabilities(windows, ear_patches=ear), plain)
     assert engine.turns.waiting == 0

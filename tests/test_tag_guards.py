@@ -25,7 +25,7 @@ import soundfile as sf
 
 from genrewiz import tags
 from genrewiz.tags import TEMP_SUFFIX, TagError, remove_stale_copies, tag_file
-from synthetic import write_clip
+from synthetic import SONG, write_clip
 from test_cli import UNDO_DIR, cli_env, run_cli
 from test_cli_edges import run_cli_unprivileged
 from test_tags import tag_fields
@@ -50,7 +50,7 @@ def with_genre(path: Path, genre: str) -> Path:
 
 
 def test_a_copy_whose_samples_differ_is_refused_and_the_file_left_as_it_was(tmp_path):
-    path = write_clip(tmp_path / "song.wav", "pad", 2.0)
+    path = write_clip(tmp_path / "song.wav", SONG, 2.0)
     original = path.read_bytes()
 
     def edit_and_damage(tag_block):
@@ -68,7 +68,7 @@ def test_a_copy_whose_samples_differ_is_refused_and_the_file_left_as_it_was(tmp_
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
 def test_mode_and_owner_are_kept(tmp_path):
-    path = write_clip(tmp_path / "song.flac", "pad", 2.0)
+    path = write_clip(tmp_path / "song.flac", SONG, 2.0)
     path.chmod(0o640)
     os.chown(path, 1234, 2345)
     tag_file(path, "rock", 0.9, min_confidence=0.0)
@@ -79,7 +79,7 @@ def test_mode_and_owner_are_kept(tmp_path):
 
 @pytest.mark.parametrize("change", ["grown", "same size, modification time put back"])
 def test_a_file_changed_while_it_was_being_tagged_is_refused_and_the_change_kept(tmp_path, change):
-    path = write_clip(tmp_path / "song.flac", "pad", 2.0)
+    path = write_clip(tmp_path / "song.flac", SONG, 2.0)
     with_genre(path, "Shoegaze")
     before = path.stat()
 
@@ -103,9 +103,9 @@ def test_a_file_changed_while_it_was_being_tagged_is_refused_and_the_change_kept
 
 def test_unwritable_files_and_folders_are_error_rows_and_the_run_goes_on(tmp_path):
     root = tmp_path / "library"
-    good = write_clip(root / "good.flac", "pad", 3.0)
-    locked_song = write_clip(root / "locked" / "song.flac", "pad", 3.0, seed=1)
-    read_only = write_clip(root / "read_only.flac", "pad", 3.0, seed=2)
+    good = write_clip(root / "good.flac", SONG, 3.0)
+    locked_song = write_clip(root / "locked" / "song.flac", SONG, 3.0, seed=1)
+    read_only = write_clip(root / "read_only.flac", SONG, 3.0, seed=2)
     read_only.chmod(0o444)
     (root / "locked").chmod(0o555)  # a folder no copy can be made in
     locked_bytes, read_only_bytes = locked_song.read_bytes(), read_only.read_bytes()
@@ -124,7 +124,7 @@ def test_unwritable_files_and_folders_are_error_rows_and_the_run_goes_on(tmp_pat
 
 def test_restore_into_a_read_only_folder_is_an_error_row(tmp_path):
     root = tmp_path / "library"
-    song = write_clip(root / "song.flac", "pad", 3.0)
+    song = write_clip(root / "song.flac", SONG, 3.0)
     rows = tmp_path / "rows.jsonl"
     assert run_cli("tag", str(root), "--min-confidence", "0", "--format", "jsonl", "--output", str(rows)).returncode == 0
     tagged = song.read_bytes()
@@ -143,7 +143,7 @@ def test_restore_into_a_read_only_folder_is_an_error_row(tmp_path):
 
 def wav_with_info_genre(path: Path, genre: bytes) -> Path:
     """A WAV whose only genre is in a ``LIST``/``INFO`` ``IGNR`` chunk, as Windows and many recorders write it."""
-    write_clip(path, "pad", 2.0)
+    write_clip(path, SONG, 2.0)
     text = genre + b"\0"
     text += b"\0" * (len(text) & 1)
     info = b"INFO" + b"IGNR" + len(text).to_bytes(4, "little") + text
@@ -154,7 +154,7 @@ def wav_with_info_genre(path: Path, genre: bytes) -> Path:
 
 
 def mp3_with_ape_genre(path: Path, genre: str) -> Path:
-    write_clip(path, "pad", 2.0)
+    write_clip(path, SONG, 2.0)
     ape = mutagen.apev2.APEv2()
     ape["Genre"] = genre
     ape.save(path)
@@ -180,7 +180,7 @@ def test_a_genre_in_a_tag_genrewiz_does_not_write_counts(tmp_path, make):
 
 def test_stale_copies_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     root = tmp_path / "library"
-    song = write_clip(root / "song.flac", "pad", 3.0)
+    song = write_clip(root / "song.flac", SONG, 3.0)
     stale = root / f".song.flac.k1ll3d{TEMP_SUFFIX}"
     fresh = root / f".song.flac.fr3sh0{TEMP_SUFFIX}"
     locked = root / f".song.flac.l0ck3d{TEMP_SUFFIX}"
@@ -229,7 +229,7 @@ def stop_after_rename(target: Path, signum: int, *args: str) -> subprocess.Compl
 @pytest.fixture()
 def labelled_library(tmp_path: Path) -> tuple[Path, list[Path]]:
     root = tmp_path / "library"
-    songs = [with_genre(write_clip(root / f"song_{i}.flac", style, 3.0, seed=i), f"Mine {i}") for i, style in enumerate(["pad", "chirp", "hihat"])]
+    songs = [with_genre(write_clip(root / f"song_{i}.flac", style, 3.0, seed=i), f"Mine {i}") for i, style in enumerate([SONG, SONG, SONG])]
     return root, songs
 
 

@@ -29,7 +29,7 @@ import soundfile as sf
 
 from genrewiz.audio import find_audio_files
 from genrewiz.tags import STALE_AFTER_S, TEMP_SUFFIX, remove_stale_copies
-from synthetic import synth_clip
+from synthetic import SONG, synth_clip
 from test_tags import decoded, make_m4a
 
 KILLS_PER_FORMAT = 6
@@ -52,7 +52,7 @@ def large_file(folder: Path, ext: str) -> Path:
     if ext == "m4a":
         return make_m4a(path, SECONDS, faststart=True)
     rate = 48_000 if ext == "opus" else 44_100
-    stereo = np.stack([synth_clip("pad", SECONDS, rate, seed=1), synth_clip("hihat", SECONDS, rate, seed=2)], axis=1)
+    stereo = np.stack([synth_clip(SONG, SECONDS, rate, seed=1), synth_clip("hihat", SECONDS, rate, seed=2)], axis=1)
     kwargs = {"format": "OGG", "subtype": "OPUS"} if ext == "opus" else {}
     with sf.SoundFile(path, "w", rate, channels=2, **kwargs) as file:
         for start in range(0, len(stereo), 65_536):  # libsndfile's Vorbis encoder crashes on huge writes
