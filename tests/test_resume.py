@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from genrewiz import PCRNN, FeatureConfig
-from synthetic import STYLES, synth_clip, write_clip
+from synthetic import SONG, STYLES, synth_clip, write_clip
 from test_cli import run_cli
 
 
@@ -21,7 +21,7 @@ from test_cli import run_cli
 def library(tmp_path: Path) -> Path:
     root = tmp_path / "library"
     for i in range(6):
-        write_clip(root / f"{i:02d}.{('wav', 'flac', 'ogg')[i % 3]}", STYLES[i % len(STYLES)], 2.0, seed=i)
+        write_clip(root / f"{i:02d}.{('wav', 'flac', 'ogg')[i % 3]}", SONG, 2.0, seed=i)  # music: tag writes genres
     (root / "06_broken.wav").write_bytes(b"not audio at all" * 10)
     return root
 

@@ -40,7 +40,7 @@ from genrewiz.engine import OnnxEngine, distinct_patches
 from genrewiz.export import export_onnx
 from genrewiz.features import make_windows
 from genrewiz.model import PCRNN
-from genrewiz.predict import analyse
+from genrewiz.predict import GenreClassifier, analyse
 from train import data
 
 logger = logging.getLogger("train.quantize")
@@ -57,7 +57,8 @@ def timbral_convolutions(graph_path: Path) -> list[str]:
     names = [
         node.name
         for node in graph.node
-        if node.op_type == "Conv" and len(shapes.get(node.input[1], ())) == 4 and shapes[node.input[1]][3] > 1
+        if node.op_type == "Conv" and node.name.startswith("/frontend/")  # musicnn's front end, not the AudioSet ear's
+        and len(shapes.get(node.input[1], ())) == 4 and shapes[node.input[1]][3] > 1
     ]
     if len(names) != 2:
         raise ValueError(f"expected musicnn's two timbral convolutions in {graph_path}, found {names}")
@@ -102,9 +103,8 @@ def compare(reference: OnnxEngine, candidate: OnnxEngine, clips: list[tuple[Path
     assert reference.config is not None
     agree, worst, hits = 0, 0.0, [0, 0]
     for path, label in clips:
-        windows = make_windows(analyse(path, reference.config).mel, reference.config).data
-        a = reference.window_probabilities(windows).mean(axis=0)
-        b = candidate.window_probabilities(windows).mean(axis=0)
+        analysis = analyse(path, reference.config, ear=reference.audioset_config)
+        a, b = (GenreClassifier(engine=engine).classify(analysis).probabilities for engine in (reference, candidate))
         agree += int(np.argmax(a) == np.argmax(b))
         worst = max(worst, float(np.abs(a - b).max()))
         for i, probs in enumerate((a, b)):
