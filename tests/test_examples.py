@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -50,5 +51,6 @@ def test_the_cli_tags_the_whole_gallery():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 + len(CLIPS) and all(",ok," in line for line in lines[1:])
-    long_row = next(line for line in lines if "long_" in line)
-    assert float(long_row.split(",")[-2]) > 120
+    rows = list(csv.DictReader(lines))
+    assert float(next(r for r in rows if "long_" in r["path"])["duration_s"]) > 120
+    assert all(float(r["music"]) >= 0.5 for r in rows), "every gallery clip is music"
