@@ -1,12 +1,13 @@
 """Inference engines: the same window probabilities from PyTorch or from ONNX Runtime, behind one interface.
 
-An :class:`Engine` has ``name``, ``labels``, ``config`` and ``window_probabilities``;
+An :class:`Engine` has ``name``, ``labels``, ``config``, ``audioset_config`` and ``window_outputs``
+(genre probabilities and, with the AudioSet ear, music probabilities per window);
 :func:`load_engine` picks one for a checkpoint folder. A folder may hold ``model.onnx`` next to
 ``model.safetensors`` (:meth:`genrewiz.model.PCRNN.save_pretrained` writes both, through
 :mod:`genrewiz.export`). ONNX Runtime runs the graph much faster than torch eager and imports
 in a fraction of torch's time, so :class:`OnnxEngine` serves whenever the graph matches the
-weights beside it: the graph carries their SHA-256, the labels and the
-:class:`~genrewiz.features.FeatureConfig` (:mod:`genrewiz.checkpoint`), so a stale graph is
+weights beside it: the graph carries their SHA-256, the labels and each ear's feature
+dataclass (:mod:`genrewiz.checkpoint`), so a stale graph is
 never used. :class:`TorchEngine` runs the PCRNN itself: the fallback, and what training uses.
 
 This module imports neither torch nor onnx at import time; each is imported where it is needed.
