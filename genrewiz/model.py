@@ -9,6 +9,10 @@ two branches and concatenates them into one linear layer that returns **logits**
 - RNN: MaxPool over the spectrogram (e.g. (4, 2): 160 steps x 64 mel bins) -> bidirectional
   GRU of 64 units, ``batch_first=True`` so it runs over time within each song, never across the
   batch; the last hidden state of each direction -> 128 features.
+- optionally, a second pretrained ear beside the musicnn branch: the AudioSet tagger mn04
+  (:class:`genrewiz.audioset.AudioSetBranch`, ``audioset_branch`` in ``config.json``), which
+  reads each window's 10-s patches on its own front end, adds 512 features, its zero-shot genre
+  prior and a music probability (:meth:`PCRNN.music_logits`).
 
 ``forward`` returns logits, not probabilities: ``CrossEntropyLoss`` applies its own
 log-softmax in training, and softmax happens only at prediction time. Whole songs are
@@ -116,7 +120,9 @@ class PCRNN(
     (:meth:`arbitrate`; the branch's output then carries them after its pooled features). ``temperature`` divides the logits: fitted after
     training on predictions the weights did not train on (``train/calibrate.py``), it makes a
     softmax probability mean how often such an answer is right, and because it sits inside the
-    model every engine and the exported graph apply it alike.
+    model every engine and the exported graph apply it alike. ``audioset_branch`` (``"mn04"``,
+    musicnn branch only) adds the AudioSet ear with its ``audioset_features``; ``audioset_prior``
+    weighs its zero-shot genre log-probabilities, added to the logits before the temperature.
     """
 
     def __init__(
