@@ -9,7 +9,9 @@ alike; the load average is printed with the figures.
 
 - ``--baseline REV``: the bundled ``model.onnx`` of git revision REV, run as that revision ran
   it (inputs ``x, patches, index``: all windows' distinct patches at once, 16 windows a batch);
-- the bundled checkpoint of this tree, through :class:`genrewiz.engine.OnnxEngine`;
+- the bundled checkpoint of this tree, through :class:`genrewiz.engine.OnnxEngine` (with its
+  AudioSet ear's patches where it has that ear: then its answers are another model's, and only
+  the timings compare);
 - ``--int8 DIR``: a checkpoint folder quantised by ``python -m train.quantize``.
 
     python benchmarks/bench_graphs.py --baseline efb9071 --int8 /tmp/int8-checkpoint   # ~2 minutes
@@ -36,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from genrewiz.audio import load_audio  # noqa: E402
 from genrewiz.engine import OnnxEngine, distinct_patches, softmax  # noqa: E402
-from genrewiz.features import log_mel, make_windows  # noqa: E402
+from genrewiz.features import audioset_windows, log_mel, make_windows  # noqa: E402
 from genrewiz.hub import BUNDLED_DIR  # noqa: E402
+from genrewiz.predict import analyse  # noqa: E402
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.ogg"))
 
@@ -49,7 +52,16 @@ def music(path: Path, seconds: float, rate: int = 44_100) -> Path:
     return path
 
 
-def baseline_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+"""A graph's window probabilities from musicnn windows and (for a graph with the AudioSet ear) its patches."""
+
+
+def engine_runner(engine: OnnxEngine) -> Runner:
+    """An engine's window probabilities, fed the ear's patches only where it has that ear."""
+    return lambda windows, ear: engine.window_probabilities(windows, ear_patches=ear if engine.audioset_config else None)
+
+
+def baseline_runner(onnx_path: Path) -> Runner:
     """A graph of inputs ``(x, patches, index)`` run as GenreWiz ran it before the two-stage graph."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
@@ -57,7 +69,7 @@ def baseline_runner(onnx_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
-    def run(windows: np.ndarray) -> np.ndarray:
+    def run(windows: np.ndarray, ear: np.ndarray | None) -> np.ndarray:
         logits = []
         for i in range(0, len(windows), 16):
             x = np.ascontiguousarray(windows[i : i + 16])
@@ -79,18 +91,18 @@ def main() -> None:
     current = OnnxEngine.for_checkpoint(BUNDLED_DIR)
     assert current is not None and current.config is not None
     config = current.config
-    graphs: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    graphs: dict[str, Runner] = {}
     if args.baseline:
         old = work / "baseline.onnx"
         blob = subprocess.run(["git", "show", f"{args.baseline}:genrewiz/weights/model.onnx"], cwd=ROOT, capture_output=True, check=True)
         old.write_bytes(blob.stdout)
         graphs[f"{args.baseline} graph"] = baseline_runner(old)
-    graphs["this graph (exact rewrite)"] = current.window_probabilities
+    graphs["this graph (exact rewrite)"] = engine_runner(current)
     if args.int8:
         quantised = OnnxEngine.for_checkpoint(args.int8)
         if quantised is None or quantised.quantization is None:
             parser.error(f"{args.int8} holds no quantised graph of its weights")
-        graphs["this graph + int8 timbral"] = quantised.window_probabilities
+        graphs["this graph + int8 timbral"] = engine_runner(quantised)
 
     songs = {"30 s": music(work / "30s.mp3", 30.0), "150 s": music(work / "150s.mp3", 150.0)}
     stages: dict[str, dict[str, float]] = {}
@@ -106,13 +118,18 @@ def main() -> None:
             spectrogram = log_mel(samples, config)
             mel.append(time.perf_counter() - start)
         stages[song] = {"decode": 1000 * statistics.median(decode), "mel": 1000 * statistics.median(mel)}
-        windows = make_windows(spectrogram, config).data
+        cut = make_windows(spectrogram, config)
+        windows, ear = cut.data, None
+        if current.audioset_config is not None:
+            ear_mel = analyse(path, config, ear=current.audioset_config).ear_mel
+            ear = audioset_windows(ear_mel, cut.start_frames * config.frame_seconds, config.window_seconds,
+                                   current.audioset_config)
         for name, run in graphs.items():
-            answers[name][song] = run(windows).mean(axis=0)  # warm-up, and the answer
+            answers[name][song] = run(windows, ear).mean(axis=0)  # warm-up, and the answer
         for _ in range(args.rounds):
             for name, run in graphs.items():
                 start = time.perf_counter()
-                run(windows)
+                run(windows, ear)
                 model_ms[name][song].append(1000 * (time.perf_counter() - start))
 
     print("\n| graph | song | decode | mel | model | end to end | / decode | 150 s / 30 s |")

@@ -46,8 +46,10 @@ class Prediction:
 
     ``probabilities`` is the mean of ``window_probabilities`` over the song's windows, which
     start at ``window_starts`` seconds. ``window_music`` is each window's probability of being
-    music (models with the AudioSet ear); :attr:`music` sums it up for the song. ``mel`` is the ``(frames, n_mels)`` spectrogram the
-    model saw, on its feature scale (:func:`genrewiz.features.to_db` draws it in dB); ``padded`` says the song was shorter than one window and was looped.
+    music (models with the AudioSet ear); :attr:`music` sums it up for the song. ``mel`` is the
+    ``(frames, n_mels)`` spectrogram the model saw, on its feature scale
+    (:func:`genrewiz.features.to_db` draws it in dB); ``padded`` says the song was shorter than
+    one window and was looped.
     """
 
     labels: tuple[str, ...]
@@ -248,7 +250,3 @@ class GenreClassifier:
             padded=windows.padded,
             window_music=music,
         )
-
-    def window_probabilities(self, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Softmax probabilities ``(n, n_labels)`` for ``(n, 1, frames, n_mels)`` windows of a model without the AudioSet ear."""
-        return self.engine.window_outputs(windows, progress).probabilities
