@@ -9,7 +9,7 @@ model window as a few 10-s patches (the length mn04 was trained on; how many is 
 - its own AudioSet genre logits, in the checkpoint's label order: a zero-shot opinion that the
   PCRNN adds as a prior (``audioset_prior``), so what AudioSet knows of today's music is kept
   whatever the small genre training set teaches;
-- the logits of the classes that tell music from what is not (:data:`MUSIC_EVIDENCE`), which a
+- the logits of the classes that tell music from what is not (:data:`~genrewiz.mn04.MUSIC_CLASSES`), which a
   calibrated logistic layer (:attr:`AudioSetBranch.music`) turns into the probability that the
   window is music at all.
 
@@ -26,10 +26,6 @@ from torch import nn
 
 from .mn04 import AUDIOSET_LABELS, EMBEDDING_SIZE, GENRE_CLASSES, MN04, MUSIC_CLASSES, PRETRAINED_WEIGHTS
 
-HIDDEN_SIZE = EMBEDDING_SIZE
-
-MUSIC_EVIDENCE: tuple[str, ...] = MUSIC_CLASSES
-"""AudioSet classes whose logits the music detector reads."""
 AUDIOSET_GENRES: dict[str, str] = dict(zip(
     ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"), GENRE_CLASSES))
 """GenreWiz's genre names -> AudioSet's class for each."""
@@ -40,7 +36,7 @@ class AudioSetBranch(nn.Module):
 
     ``frozen`` (the default) keeps the pretrained tagger fixed and in eval mode, so training can
     cache what it says of every clip. ``labels`` must all be genres AudioSet has a class for
-    (:data:`~genrewiz.mn04.AUDIOSET_GENRES`).
+    (:data:`AUDIOSET_GENRES`).
     """
 
     def __init__(self, labels: Sequence[str], frozen: bool = True) -> None:
@@ -51,13 +47,13 @@ class AudioSetBranch(nn.Module):
         self.trunk = MN04()
         self.register_buffer("genre_index", torch.tensor([AUDIOSET_LABELS.index(AUDIOSET_GENRES[g]) for g in labels]),
                              persistent=False)
-        self.register_buffer("music_index", torch.tensor([AUDIOSET_LABELS.index(c) for c in MUSIC_EVIDENCE]),
+        self.register_buffer("music_index", torch.tensor([AUDIOSET_LABELS.index(c) for c in MUSIC_CLASSES]),
                              persistent=False)
         self.n_labels = len(labels)
-        self.out_features = HIDDEN_SIZE
-        self.summary_size = HIDDEN_SIZE + self.n_labels + len(MUSIC_EVIDENCE)
-        self.norm = nn.BatchNorm1d(HIDDEN_SIZE)
-        self.music = nn.Linear(len(MUSIC_EVIDENCE), 1)
+        self.out_features = EMBEDDING_SIZE
+        self.summary_size = EMBEDDING_SIZE + self.n_labels + len(MUSIC_CLASSES)
+        self.norm = nn.BatchNorm1d(EMBEDDING_SIZE)
+        self.music = nn.Linear(len(MUSIC_CLASSES), 1)
         """Logistic regression over the music-evidence logits, fitted by ``train/music.py`` (not by the genre loss)."""
         self.frozen = frozen
         if frozen:
@@ -84,8 +80,8 @@ class AudioSetBranch(nn.Module):
     def split(self, summaries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(n, patches, summary_size)`` -> the window means of hidden units, genre logits and music-evidence logits."""
         mean = summaries.mean(dim=1)
-        genres = HIDDEN_SIZE + self.n_labels
-        return mean[:, :HIDDEN_SIZE], mean[:, HIDDEN_SIZE:genres], mean[:, genres:]
+        genres = EMBEDDING_SIZE + self.n_labels
+        return mean[:, :EMBEDDING_SIZE], mean[:, EMBEDDING_SIZE:genres], mean[:, genres:]
 
     def features(self, summaries: torch.Tensor) -> torch.Tensor:
         """The standardised hidden units of each window: the genre layer's input from this ear."""

@@ -318,8 +318,7 @@ def load_ear_features(
     ear = model.audioset_features
     digest = hashlib.sha256(json.dumps({"ear": ear.to_dict(), "features": model.features.to_dict(),
                                         "arrival": arrival.tag if arrival else None}, sort_keys=True).encode())
-    for tensor in model.ear.trunk.state_dict().values():
-        digest.update(tensor.cpu().numpy().tobytes())
+    digest.update(_weights_digest(model.ear.trunk).encode())
     cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"ear-{digest.hexdigest()[:16]}"
     cache.mkdir(parents=True, exist_ok=True)
     todo = [c for c in clips if c.path in mels]
@@ -405,8 +404,13 @@ class _TrunkEmbedding(torch.nn.Module):
 
 
 def _trunk_digest(model: PCRNN) -> str:
+    return _weights_digest(model.cnn.trunk)
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a frozen network's weights: what keys the caches of its outputs."""
     digest = hashlib.sha256()
-    for tensor in model.cnn.trunk.state_dict().values():
+    for tensor in module.state_dict().values():
         digest.update(tensor.cpu().numpy().tobytes())
     return digest.hexdigest()
 

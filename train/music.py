@@ -2,8 +2,9 @@
 
 The genre layer only ever sees music, so it cannot say when its input is not. The AudioSet ear
 can: it was trained to tell music from speech, silence, noise and test tones. A logistic
-regression over its :data:`~genrewiz.audioset.MUSIC_EVIDENCE` logits is fitted on the training
-clips' windows (clean and as they arrive through microphones and codecs: music) against
+regression over its :data:`~genrewiz.mn04.MUSIC_CLASSES` logits is fitted on the training
+views' windows (music, as the ear heard each view: clean, or an arrival variant where the
+recipe's ``ear_arrivals`` let it hear them) against
 generated sounds that are not music (:mod:`train.nonmusic`), with both sides weighted equally,
 and written into the model (:attr:`genrewiz.audioset.AudioSetBranch.music`), so every engine
 and the exported graph give the same probability.
