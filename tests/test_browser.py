@@ -289,6 +289,7 @@ def test_upload_record_examples_in_chromium(classifier, served, clips, tmp_path)
             page = browser.new_page()
             page.add_init_script(TOAST_WATCH_JS)
             page.goto(url)
+            expect(page.locator("#input-hint")).to_contain_text("up to 8 MB")  # the page's load event has run
             page.locator('#song input[data-testid="file-upload"]').set_input_files(too_large)
             expect(page.locator("#verdict")).to_contain_text("Can't analyse this audio")
             expect(page.locator("#verdict")).to_contain_text("live concert.wav: the file is too large")
