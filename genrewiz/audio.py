@@ -179,9 +179,18 @@ def prepare_waveform(
     peak = float(np.max(np.abs(array)))
     _check_content(len(array), source_rate, peak, min_duration, name)
     mono = (array / peak if peak > 1.0 else array).astype(np.float32)
-    if source_rate != sample_rate:
-        mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
-    return Audio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, source_duration)
+    return Audio(resample(mono, source_rate, sample_rate), sample_rate, source_duration)
+
+
+def resample(samples: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
+    """A mono float32 waveform at ``sample_rate`` (soxr, high quality); the same array when the rates agree.
+
+    The one in-memory resampler: training and serving bring a waveform decoded at one rate to
+    each front end's rate through it, so both compute the same samples.
+    """
+    if source_rate == sample_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return np.ascontiguousarray(soxr.resample(samples, source_rate, sample_rate, quality="HQ"), dtype=np.float32)
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import DEFAULT_MAX_DURATION, Audio, AudioError, load_audio, prepare_waveform
+from .audio import DEFAULT_MAX_DURATION, AudioError, load_audio, prepare_waveform, resample
 from .engine import PATCH_CHUNK, Engine, Progress, TorchEngine, load_engine
 from .features import AudioSetFeatures, FeatureConfig, audioset_log_mel, audioset_windows, log_mel, make_windows
 from .hub import ModelSource, resolve_source
@@ -87,6 +87,11 @@ class Prediction:
         return {label: float(p) for label, p in zip(self.labels, self.probabilities)}
 
 
+def decode_rate(config: FeatureConfig, ear: AudioSetFeatures | None = None) -> int:
+    """The one rate a song is decoded at: the highest its front ends read (each resamples from it in memory)."""
+    return config.sample_rate if ear is None else max(config.sample_rate, ear.sample_rate)
+
+
 def analyse(
     audio: str | os.PathLike[str] | np.ndarray,
     config: FeatureConfig,
@@ -96,26 +101,22 @@ def analyse(
 ) -> Analysis:
     """Decode a file (or condition a waveform at ``sample_rate``) and compute its log-mel, and the AudioSet ear's with ``ear``.
 
-    Each front end gets the audio decoded at its own sample rate, so either hears exactly what it
-    heard in training.
+    The song is decoded once, at :func:`decode_rate`, and resampled in memory to each front
+    end's rate (:func:`genrewiz.audio.resample`); training's caches are computed the same way.
 
     Raises:
         AudioError: the input cannot be analysed (see :func:`genrewiz.audio.load_audio`).
     """
     if isinstance(audio, np.ndarray) and sample_rate is None:
         raise ValueError("sample_rate is required with a waveform array")
-
-    def read(rate: int) -> Audio:
-        if isinstance(audio, np.ndarray):
-            return prepare_waveform(audio, sample_rate, rate, max_duration)
-        return load_audio(audio, rate, max_duration)
-
-    clip = read(config.sample_rate)
-    mel = log_mel(clip.samples, config)
-    duration, source_duration = clip.duration, clip.source_duration
-    del clip  # one decoded waveform at a time
-    ear_mel = None if ear is None else audioset_log_mel(read(ear.sample_rate).samples, ear)
-    return Analysis(mel, duration, source_duration, ear_mel)
+    rate = decode_rate(config, ear)
+    if isinstance(audio, np.ndarray):
+        clip = prepare_waveform(audio, sample_rate, rate, max_duration)
+    else:
+        clip = load_audio(audio, rate, max_duration)
+    mel = log_mel(resample(clip.samples, rate, config.sample_rate), config)
+    ear_mel = None if ear is None else audioset_log_mel(resample(clip.samples, rate, ear.sample_rate), ear)
+    return Analysis(mel, clip.duration, clip.source_duration, ear_mel)
 
 
 class GenreClassifier:

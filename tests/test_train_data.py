@@ -136,8 +136,8 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     make_tree(tmp_path, per_genre=1, seconds=1.5, genres=("blues", "jazz"))
     clips = data.scan_gtzan(tmp_path)
     calls = []
-    real = data.analyse
-    monkeypatch.setattr(data, "analyse", lambda path, config: calls.append(Path(path).name) or real(path, config))
+    real = data.load_audio
+    monkeypatch.setattr(data, "load_audio", lambda path, rate: calls.append(Path(path).name) or real(path, rate))
 
     first, _ = data.load_features(clips, TINY, tmp_path / "cache", progress=False)
     assert len(calls) == 2
@@ -153,6 +153,40 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     os.utime(clips[0].path, ns=(1, 1))
     data.load_features(clips, TINY, tmp_path / "cache", progress=False)
     assert calls[4:] == [clips[0].path.name], "a changed file is decoded again, the others are not"
+
+
+def test_caches_hold_what_the_predictor_computes_for_two_ears(tmp_path):
+    """Decoded once at the ear's rate, levelled, clean and through a chain: training's caches equal serving's analysis."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from genrewiz.audio import load_audio
+    from genrewiz.features import AudioSetFeatures, audioset_windows, make_windows
+    from genrewiz.model import PCRNN
+    from genrewiz.musicnn import MUSICNN_FEATURES
+    from genrewiz.predict import analyse, decode_rate
+    from train.arrival import Arrival
+
+    config, ear = dataclasses.replace(MUSICNN_FEATURES, level_db=-17.0), AudioSetFeatures()
+    path = write_clip(tmp_path / "rock.00000.wav", "song", 32.0, 44_100)
+    clips = [data.Clip(path, "rock")]
+    model = PCRNN(cnn_branch="musicnn", features=config, audioset_branch="mn04", audioset_features=ear).eval()
+    model.ear.load_pretrained()
+    assert decode_rate(config, ear) == 32_000
+    chain = Arrival("laptop")
+    recorded = chain.apply(load_audio(path, 32_000).samples, 32_000, clips[0].key)
+    for arrival, served in ((None, analyse(path, config, ear=ear)), (chain, analyse(recorded, config, 32_000, ear=ear))):
+        mels, _ = data.load_features(clips, config, tmp_path / "cache", progress=False, arrival=arrival, ear=ear)
+        np.testing.assert_array_equal(mels[path], served.mel)
+        cached = data.load_ear_features(clips, mels, model, tmp_path / "cache", progress=False, arrival=arrival)[path]
+        starts = make_windows(served.mel, config).start_frames * config.frame_seconds
+        patches = audioset_windows(served.ear_mel, starts, config.window_seconds, ear)
+        with torch.inference_mode():
+            expected = model.ear.patch_summaries(torch.from_numpy(patches.reshape(-1, *patches.shape[2:]))).numpy()
+        np.testing.assert_allclose(cached.reshape(expected.shape), expected, atol=1e-5)
+    assert not np.array_equal(mels[path], analyse(path, config, ear=ear).mel), "the chain must change what is heard"
 
 
 @pytest.mark.shared("gtzan-mini", "gtzan-splits")

@@ -27,9 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from genrewiz.audio import SUPPORTED_EXTENSIONS, AudioError, load_audio
-from genrewiz.features import FeatureConfig, audioset_log_mel, audioset_windows, make_windows
+from genrewiz.features import AudioSetFeatures, FeatureConfig, audioset_windows, make_windows
 from genrewiz.model import PCRNN
-from genrewiz.predict import analyse
+from genrewiz.predict import analyse, decode_rate
 from train.arrival import Arrival
 from train.augment import view
 
@@ -208,10 +208,12 @@ def exclude_listed(clips: list[Clip], list_file: str | os.PathLike[str]) -> list
 
 
 def feature_cache_dir(
-    config: FeatureConfig, root: str | os.PathLike[str] | None = None, arrival: Arrival | None = None
+    config: FeatureConfig, root: str | os.PathLike[str] | None = None, arrival: Arrival | None = None,
+    rate: int | None = None,
 ) -> Path:
-    """``root/<hash of the FeatureConfig>[/<arrival tag>]``: a changed setting gets a fresh cache, never stale arrays."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """``root/<hash of the FeatureConfig and the decoding rate>[/<arrival tag>]``: a changed setting gets a fresh cache, never stale arrays."""
+    key = {**config.to_dict(), "decoded_at": rate or config.sample_rate}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(root or DEFAULT_CACHE_ROOT).expanduser() / digest
     return cache / arrival.tag if arrival else cache
 
@@ -223,15 +225,19 @@ def load_features(
     workers: int = 1,
     progress: bool = True,
     arrival: Arrival | None = None,
+    ear: AudioSetFeatures | None = None,
 ) -> tuple[dict[Path, np.ndarray], list[tuple[Clip, str]]]:
     """Log-mel spectrograms for every readable clip, and the unreadable clips with why.
 
-    With ``arrival``, each clip's waveform first goes through that chain
-    (:mod:`train.arrival`): the spectrogram of the clip as recorded, or a training variant.
-    Uncached clips are decoded in ``workers`` processes (one pass, with a progress bar);
-    unreadable ones are logged and skipped, never fatal.
+    Each clip is decoded as the predictor decodes it for a model with the AudioSet ear ``ear``
+    (at :func:`~genrewiz.predict.decode_rate`), so the cache holds what serving computes. With
+    ``arrival``, the waveform first goes through that chain at that rate (:mod:`train.arrival`):
+    the spectrogram of the clip as recorded, or a training variant. Uncached clips are decoded
+    in ``workers`` processes (one pass, with a progress bar); unreadable ones are logged and
+    skipped, never fatal.
     """
-    cache = feature_cache_dir(config, cache_root, arrival)
+    rate = decode_rate(config, ear)
+    cache = feature_cache_dir(config, cache_root, arrival, rate)
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "feature_config.json").write_text(json.dumps(config.to_dict(), sort_keys=True, indent=2))
     files = {c.path: _cache_file(cache, c.path) for c in clips}
@@ -239,7 +245,7 @@ def load_features(
     todo = [p for p, f in files.items() if not f.is_file()]
     errors: dict[Path, str] = {}
     if todo:
-        jobs = [(str(p), str(files[p]), config, arrival, keys[p]) for p in todo]
+        jobs = [(str(p), str(files[p]), config, rate, arrival, keys[p]) for p in todo]
         what = f"log-mel, {arrival.chain} arrival {arrival.variant}" if arrival else "log-mel"
         bar = dict(total=len(todo), desc=f"{what} (first pass)", unit="clip", disable=not progress)
         if workers > 1 and len(todo) > 1:
@@ -278,7 +284,9 @@ def load_branch_features(
     """
     config = model.features
     digest = hashlib.sha256(json.dumps({"features": config.to_dict(), "branch": model.cnn_branch, "views": shifts,
-                                        "arrival": arrival.tag if arrival else None}, sort_keys=True).encode())
+                                        "arrival": arrival.tag if arrival else None,
+                                        "decoded_at": decode_rate(config, model.audioset_features)},
+                                       sort_keys=True).encode())
     digest.update(_trunk_digest(model).encode())
     cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"branch-{digest.hexdigest()[:16]}"
     cache.mkdir(parents=True, exist_ok=True)
@@ -311,12 +319,17 @@ def load_ear_features(
     """The AudioSet ear's patch summaries ``(windows, patches, summary)`` of every clip with a spectrogram in ``mels``.
 
     The predictor's windows (those :func:`~genrewiz.features.make_windows` cuts from each
-    clip's spectrogram in ``mels``) are heard by the frozen ear at its own sample rate, the
-    clip going through ``arrival`` first if given. Decoding and the ear's front end run in
-    ``workers`` processes, the ear in this one; cached like :func:`load_branch_features`.
+    clip's spectrogram in ``mels``) are heard by the frozen ear as :func:`~genrewiz.predict.analyse`
+    gives it the song, the clip going through ``arrival`` first if given. Decoding and the ear's
+    front end run in ``workers`` processes, the ear in this one; cached like
+    :func:`load_branch_features`, keyed on what the ear hears (not on the other front end's
+    settings, such as its level, which leave the ear's input alone).
     """
-    ear = model.audioset_features
-    digest = hashlib.sha256(json.dumps({"ear": ear.to_dict(), "features": model.features.to_dict(),
+    ear, config = model.audioset_features, model.features
+    windows = {"sample_rate": config.sample_rate, "hop_length": config.hop_length,
+               "window_frames": config.window_frames, "window_hop_frames": config.window_hop_frames}
+    digest = hashlib.sha256(json.dumps({"ear": ear.to_dict(), "windows": windows,
+                                        "decoded_at": decode_rate(config, ear),
                                         "arrival": arrival.tag if arrival else None}, sort_keys=True).encode())
     digest.update(_weights_digest(model.ear.trunk).encode())
     cache = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser() / f"ear-{digest.hexdigest()[:16]}"
@@ -324,9 +337,8 @@ def load_ear_features(
     todo = [c for c in clips if c.path in mels]
     missing = [c for c in todo if not _cache_file(cache, c.path).is_file()]
     if missing:
-        config = model.features
         jobs = [(str(c.path), make_windows(mels[c.path], config).start_frames * config.frame_seconds,
-                 config.window_seconds, ear, arrival, c.key) for c in missing]
+                 config, ear, arrival, c.key) for c in missing]
         what = f"{model.audioset_branch} ear ({arrival.tag if arrival else 'clean'})"
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max(1, min(workers, len(jobs))), mp_context=context) as pool:
@@ -340,11 +352,15 @@ def load_ear_features(
 
 
 def _ear_patches(job: tuple) -> np.ndarray:
-    """Decode one clip at the ear's rate (through its arrival chain) and cut the ear's patches for the given windows."""
-    path, starts, window_seconds, ear, arrival, key = job
-    clip = load_audio(path, ear.sample_rate)
-    samples = clip.samples if arrival is None else arrival.apply(clip.samples, clip.sample_rate, key)
-    return audioset_windows(audioset_log_mel(samples, ear), starts, window_seconds, ear)
+    """Analyse one clip as the predictor does (through its arrival chain) and cut the ear's patches for the given windows."""
+    path, starts, config, ear, arrival, key = job
+    if arrival is None:
+        analysis = analyse(path, config, ear=ear)
+    else:
+        rate = decode_rate(config, ear)
+        clip = load_audio(path, rate)
+        analysis = analyse(arrival.apply(clip.samples, rate, key), config, rate, ear=ear)
+    return audioset_windows(analysis.ear_mel, starts, config.window_seconds, ear)
 
 
 def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = None):
@@ -415,15 +431,13 @@ def _weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _compute(job: tuple[str, str, FeatureConfig, Arrival | None, str]) -> str | None:
-    """Decode one file (through its arrival chain) and cache its spectrogram; return the error message if it is unreadable."""
-    path, target, config, arrival, key = job
+def _compute(job: tuple[str, str, FeatureConfig, int, Arrival | None, str]) -> str | None:
+    """Decode one file at ``rate`` (through its arrival chain) and cache its spectrogram; return the error message if it is unreadable."""
+    path, target, config, rate, arrival, key = job
     try:
-        if arrival is None:
-            mel = analyse(path, config).mel
-        else:
-            clip = load_audio(path, config.sample_rate)
-            mel = analyse(arrival.apply(clip.samples, clip.sample_rate, key), config, clip.sample_rate).mel
+        clip = load_audio(path, rate)
+        samples = clip.samples if arrival is None else arrival.apply(clip.samples, rate, key)
+        mel = analyse(samples, config, rate).mel
     except AudioError as err:
         return str(err)
     _save_atomically(Path(target), mel)

@@ -79,7 +79,7 @@ def predict_clips(
             if arrival is None:
                 prediction = classifier.predict(clip.path)
             else:
-                rate = max(classifier.config.sample_rate, getattr(classifier.audioset_config, "sample_rate", 0))
+                rate = decode_rate(classifier.config, classifier.audioset_config)
                 audio = load_audio(clip.path, rate, classifier.max_duration)
                 recorded = arrival.apply(audio.samples, audio.sample_rate, clip.key)
                 prediction = classifier.predict(recorded, audio.sample_rate)
