@@ -17,6 +17,9 @@ import numpy as np
 _TAIL_TOLERANCE = 0.05
 _AMIN = 1e-10  # librosa.power_to_db's floor on power before the log
 _STFT_BLOCK = 256  # frames per FFT block: a few MB of float64 frames at a time, whatever the song length
+_LEVEL_BLOCK_SECONDS = 0.4
+_LEVEL_SILENCE_DB = -70.0
+_LEVEL_RELATIVE_DB = -10.0
 
 
 _S = TypeVar("_S", bound="_Stored")
@@ -51,6 +54,10 @@ class FeatureConfig(_Stored):
     floored at ``-top_db`` and mapped to [-1, 1] (the from-scratch PCRNN); ``"logc"`` is
     ``log10(1 + 10000 * power)``, the compression musicnn was trained on (level-dependent, so
     the pretrained branch hears what it heard in training).
+
+    ``level_db``, when set, scales each song so that its gated level (:func:`level`) is that
+    many dB below full scale before the mel spectrogram: a quiet 1960s master and a loud modern
+    one then reach a level-dependent ``logc`` model alike, so loudness cannot stand for genre.
     """
 
     sample_rate: int = 22_050
@@ -63,6 +70,7 @@ class FeatureConfig(_Stored):
     window_frames: int = 640
     window_hop_frames: int = 320
     scale: Literal["db", "logc"] = "db"
+    level_db: float | None = None
 
     def __post_init__(self) -> None:
         if min(self.sample_rate, self.n_fft, self.hop_length, self.n_mels) <= 0:
@@ -73,6 +81,8 @@ class FeatureConfig(_Stored):
             raise ValueError("top_db must be positive")
         if self.scale not in ("db", "logc"):
             raise ValueError(f"scale must be 'db' or 'logc', got {self.scale!r}")
+        if self.level_db is not None and not -60.0 <= self.level_db <= 0.0:
+            raise ValueError(f"level_db must be in [-60, 0] dB below full scale, got {self.level_db}")
 
     @property
     def frame_seconds(self) -> float:
@@ -163,13 +173,43 @@ def power_to_db(power: np.ndarray, top_db: float) -> np.ndarray:
     return np.maximum(log_spec, log_spec.max() - top_db)
 
 
+def level(waveform: np.ndarray, sample_rate: int) -> float | None:
+    """A song's level in dB relative to full scale: its mean power over the 400-ms blocks that are heard.
+
+    ITU-R BS.1770's two gates without its K-weighting: blocks under -70 dB are silence, then
+    blocks more than 10 dB under the mean of the rest are pauses, so a quiet intro or a fade-out
+    does not lower a song's level. ``None`` when nothing is above the silence gate.
+    """
+    y = np.asarray(waveform, dtype=np.float32)
+    block = max(1, int(_LEVEL_BLOCK_SECONDS * sample_rate))
+    n = max(1, len(y) // block)
+    blocks = y[: n * block].reshape(n, -1)
+    power = np.einsum("ij,ij->i", blocks, blocks).astype(np.float64) / blocks.shape[1]  # no squared copy of a long song
+    heard = power[power > 10.0 ** (_LEVEL_SILENCE_DB / 10.0)]
+    if heard.size == 0:
+        return None
+    heard = heard[heard > heard.mean() * 10.0 ** (_LEVEL_RELATIVE_DB / 10.0)]
+    return float(10.0 * np.log10(heard.mean()))
+
+
+def set_level(waveform: np.ndarray, sample_rate: int, level_db: float) -> np.ndarray:
+    """``waveform`` scaled so that its :func:`level` is ``level_db``; unchanged when it is silence."""
+    measured = level(waveform, sample_rate)
+    if measured is None:
+        return waveform
+    return waveform * np.float32(10.0 ** ((level_db - measured) / 20.0))
+
+
 def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Log-compressed mel spectrogram ``(frames, n_mels)`` float32 on the config's ``scale``.
 
     ``"db"``: values in ``[-top_db, 0]`` dB, referenced to the clip's own peak so the level a
     song was mastered at does not matter. ``"logc"``: ``log10(1 + 10000 * power)``, computed in
     float32 (musicnn's own extractor casts to float16 first, which overflows on loud music).
+    With ``config.level_db`` the song is first brought to that level (:func:`set_level`).
     """
+    if config.level_db is not None:
+        waveform = set_level(waveform, config.sample_rate, config.level_db)
     mel = mel_power(waveform, config)
     if config.scale == "logc":
         compressed = np.log10(np.float32(1.0) + np.float32(10_000.0) * mel)

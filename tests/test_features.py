@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from genrewiz.features import FeatureConfig, log_mel, make_windows, window_starts
+from genrewiz.features import FeatureConfig, level, log_mel, make_windows, set_level, window_starts
+from genrewiz.musicnn import MUSICNN_FEATURES
 from genrewiz.model import PCRNN
 from synthetic import synth_clip
 
@@ -56,3 +57,27 @@ def test_config_round_trips_through_json_and_rejects_unknown_fields():
 def test_wrong_spectrogram_shape_is_an_error():
     with pytest.raises(ValueError, match="spectrogram"):
         make_windows(np.zeros((700, 64), dtype=np.float32), CONFIG)
+
+
+def test_level_ignores_silence_and_pauses():
+    tone = synth_clip("song", 10.0, 16_000)
+    measured = level(tone, 16_000)
+    assert measured is not None and -40.0 < measured < 0.0
+    quiet_intro = np.concatenate([np.zeros(16_000 * 5, np.float32), 0.001 * tone[: 16_000 * 5], tone])
+    assert level(quiet_intro, 16_000) == pytest.approx(measured, abs=0.5), "a silent or quiet intro is not the song's level"
+    assert level(0.1 * tone, 16_000) == pytest.approx(measured - 20.0, abs=1e-3)
+    assert level(np.zeros(16_000, np.float32), 16_000) is None
+    np.testing.assert_array_equal(set_level(np.zeros(100, np.float32), 16_000, -17.0), np.zeros(100, np.float32))
+    assert level(set_level(tone, 16_000, -17.0), 16_000) == pytest.approx(-17.0, abs=1e-3)
+
+
+def test_levelled_features_do_not_hear_how_loud_a_song_was_mastered():
+    """musicnn's logc input changes with level; with ``level_db`` a quiet and a loud copy give the same spectrogram."""
+    song = synth_clip("song", 12.0, 16_000)
+    loud, quiet = 0.9 * song / np.abs(song).max(), 0.02 * song / np.abs(song).max()
+    assert np.abs(log_mel(loud, MUSICNN_FEATURES) - log_mel(quiet, MUSICNN_FEATURES)).mean() > 0.1
+    levelled = FeatureConfig(**{**MUSICNN_FEATURES.to_dict(), "level_db": -17.0})
+    np.testing.assert_allclose(log_mel(loud, levelled), log_mel(quiet, levelled), atol=1e-4)
+    assert FeatureConfig.from_dict(json.loads(json.dumps(levelled.to_dict()))) == levelled
+    with pytest.raises(ValueError, match="level_db"):
+        FeatureConfig(level_db=6.0)

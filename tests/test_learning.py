@@ -143,9 +143,10 @@ def test_two_pretrained_ears_learn_in_two_epochs_and_fit_the_music_detector(tmp_
     make_tree(tmp_path, "genres", ".wav", per_genre=6, seconds=7.0, genres=genres)
     clips = data.scan_gtzan(tmp_path)
     split = data.random_split(clips, valid_fraction=1 / 3, seed=0)
-    mels, _ = data.load_features(clips, SHORT_MUSICNN, tmp_path / "cache", progress=False)
-    setup = Setup(data.labels_of(clips), SHORT_MUSICNN, "musicnn", tmp_path / "cache", progress=False,
+    levelled = dataclasses.replace(SHORT_MUSICNN, level_db=-17.0)
+    setup = Setup(data.labels_of(clips), levelled, "musicnn", tmp_path / "cache", progress=False,
                   audioset_branch="mn04")
+    mels, _ = data.load_features(clips, levelled, tmp_path / "cache", progress=False, ear=setup.ear_features)
     recipe = Recipe(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0, views=2, audioset_prior=0.5,
                     nonmusic_each=3, seed=0)
 
@@ -155,6 +156,7 @@ def test_two_pretrained_ears_learn_in_two_epochs_and_fit_the_music_detector(tmp_
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("ear-")], "the ear's outputs are cached"
     classifier = GenreClassifier.from_pretrained(tmp_path / "model")
     assert classifier.engine.name == "onnxruntime" and classifier.audioset_config is not None
+    assert classifier.config == levelled, "the level the model trained at is what it is served at"
     predictions = [classifier.predict(c.path) for c in split.valid]
     accuracy = sum(p.genre == c.label for p, c in zip(predictions, split.valid)) / len(split.valid)
     assert accuracy >= 0.75, f"held-out accuracy {accuracy:.2f} (chance 0.25); history {history['epochs']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -49,7 +50,7 @@ def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     songs = make_songs(tmp_path / "songs")
-    history = _train(gtzan, out, "--split", "random", "--epochs", "2", "--songs", str(songs))
+    history = _train(gtzan, out, "--split", "random", "--epochs", "2", "--songs", str(songs), "--level-db", "-20")
     assert history["n_train"] == 12 + 3 and "+ 3 songs (train)" in history["split"], "high-confidence train songs join"
 
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
@@ -59,7 +60,8 @@ def test_two_epoch_run_gives_a_loadable_checkpoint_and_evaluation(gtzan, tmp_pat
     assert (out / "train.log").read_text().count("epoch") >= 2
 
     model, source = load_model(str(out))
-    assert source.kind == "local" and model.labels == ["blues", "jazz", "metal"] and model.features == TINY
+    assert source.kind == "local" and model.labels == ["blues", "jazz", "metal"]
+    assert model.features == dataclasses.replace(TINY, level_db=-20.0), "--level-db is saved with the features"
     prediction = GenreClassifier(model).predict(gtzan / "genres_original" / "metal" / "metal.00000.wav")
     assert prediction.genre in model.labels and abs(prediction.probabilities.sum() - 1) < 1e-5
 

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -163,13 +164,18 @@ class Setup:
     workers: int = 1
     audioset_branch: str | None = None
 
+    @property
+    def ear_features(self) -> AudioSetFeatures | None:
+        """The AudioSet ear's front end, for a setup with that ear (songs are decoded for both front ends at once)."""
+        return AudioSetFeatures() if self.audioset_branch else None
+
 
 def build_model(setup: Setup, recipe: Recipe) -> PCRNN:
     """A seeded PCRNN with the setup's CNN branch; a pretrained branch gets its weights (frozen unless fine-tuned)."""
     seed_everything(recipe.seed)
     arch = BRANCH_PRESETS[setup.cnn_branch] | {"features": setup.features}
     if setup.audioset_branch:
-        arch |= {"audioset_branch": setup.audioset_branch, "audioset_features": AudioSetFeatures(),
+        arch |= {"audioset_branch": setup.audioset_branch, "audioset_features": setup.ear_features,
                  "audioset_prior": recipe.audioset_prior}
     model = PCRNN(labels=setup.labels, cnn_branch=setup.cnn_branch, dropout=recipe.dropout, **arch)
     if setup.cnn_branch == "musicnn":
@@ -207,7 +213,8 @@ def make_examples(
     variants: list[tuple[Arrival, dict[Path, np.ndarray]]] = []
     for v in range(recipe.arrivals if views else 0):
         arrival = Arrival("random", v, recipe.seed)
-        variant, _ = data.load_features(clips, setup.features, setup.cache_root, setup.workers, setup.progress, arrival)
+        variant, _ = data.load_features(clips, setup.features, setup.cache_root, setup.workers, setup.progress, arrival,
+                                        setup.ear_features)
         variants.append((arrival, variant))
     by_view: dict[Path, list[np.ndarray]] = {c.path: [] for c in clips}
     ear_by_view: dict[Path, list[np.ndarray]] = {c.path: [] for c in clips}
@@ -573,6 +580,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, help=f"feature cache root (default {data.DEFAULT_CACHE_ROOT})")
     parser.add_argument("--features", help="FeatureConfig overrides as JSON on top of the branch's front end, "
                                            "e.g. '{\"window_hop_frames\": 160}'")
+    parser.add_argument("--level-db", type=float, metavar="DB",
+                        help="bring every song to this gated level (dB below full scale) before the CNN branch's "
+                             "log-mel, in training and serving alike (saved in the FeatureConfig; default: as recorded)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on shared cores more threads made GRU epochs 10-50x slower)")
@@ -656,16 +666,18 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     config = dataclasses.replace(BRANCH_PRESETS[args.cnn_branch]["features"], **json.loads(args.features or "{}"))
+    if args.level_db is not None:
+        config = dataclasses.replace(config, level_db=args.level_db)
     started = time.perf_counter()
     clips = data.scan_gtzan(args.data)
     labels = data.labels_of(clips)
     splits = choose_splits(args, clips, labels)
     needed = {c.path: c for s in splits for c in s.train + s.valid}
-    mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
-                                       not args.no_progress)
-    skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
     setup = Setup(labels, config, args.cnn_branch, args.cache_dir, not args.no_progress, args.device, args.resume,
                   args.workers, None if args.audioset_branch == "none" else args.audioset_branch)
+    mels, skipped = data.load_features(list(needed.values()), config, args.cache_dir, args.workers,
+                                       not args.no_progress, ear=setup.ear_features)
+    skipped_info = [{"clip": c.key, "reason": why} for c, why in skipped]
     if args.split == "kfold":
         result = cross_validate(splits, mels, setup, recipe, args.out)
         summary = f"CV accuracy {result['accuracy']:.3f} ± {result['accuracy_std']:.3f}"
@@ -691,7 +703,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             summary = f"final valid accuracy {last:.3f}" if last is not None else "no validation"
     result.update(data=str(args.data), skipped=skipped_info, total_time_s=time.perf_counter() - started,
-                  command=" ".join(["python -m train.train", *(argv if argv is not None else sys.argv[1:])]))
+                  command=shlex.join(["python", "-m", "train.train", *(argv if argv is not None else sys.argv[1:])]))
     _write_json(args.out / ("metrics.json" if args.split == "kfold" else "history.json"), result)
     logger.info("done in %.0f s: %s; wrote %s", result["total_time_s"], summary, args.out)
     return result
