@@ -18,8 +18,8 @@ if [[ $# -lt 4 ]]; then
     exit 2
 fi
 DATA=$1 SPLITS=$2 FIELD=$3 SONGS=$4 RUNS=${5:-runs}
-# Chosen on valid + songs dev + recorded valid (final-epoch scores; see README Results).
-RECIPE=(--cnn-branch musicnn --audioset-branch mn04 --audioset-prior 2.0 --songs "$SONGS" --songs-low-confidence --epochs 12 --batch-size 16 --lr 3e-4 --warmup-epochs 1 --dropout 0.5 --mixup-alpha 0 --no-specaugment --views 4 --arrivals 0)
+# Chosen on valid + songs dev + recorded valid together (final-epoch scores; see README Results).
+RECIPE=(--cnn-branch musicnn --audioset-branch mn04 --audioset-prior 2.0 --songs "$SONGS" --songs-low-confidence --epochs 12 --batch-size 16 --lr 3e-4 --warmup-epochs 1 --dropout 0.5 --mixup-alpha 0 --no-specaugment --views 4 --arrivals 4 --ear-arrivals 4 --level-db -17)
 
 python -m train.train --data "$DATA" --split filtered --split-dir "$SPLITS" --allow-missing --exclude "$SPLITS/test_filtered.txt" --keep-last "${RECIPE[@]}" --out "$RUNS/filtered"
 python -m train.evaluate --model "$RUNS/filtered" --data "$DATA" --split filtered --subset valid --split-dir "$SPLITS" --allow-missing --songs "$SONGS" --field "$FIELD"

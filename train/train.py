@@ -70,8 +70,9 @@ class Recipe:
     ``audioset_prior`` (with the AudioSet ear) is the weight of that ear's zero-shot genre
     log-probabilities, added to the logits in training too, so the genre layer learns what the
     prior misses rather than unlearning what AudioSet knows. The ear hears the first
-    ``ear_arrivals`` arrival variants as they arrive and the clean clip in the others' views (its
-    chains run at 32 kHz, several seconds a clip on a CPU). ``nonmusic_each`` generated clips of
+    ``ear_arrivals`` arrival variants as they arrive (the same chained waveform musicnn hears:
+    each variant is made once, at the rate the song is decoded at) and the clean clip in the
+    others' views. ``nonmusic_each`` generated clips of
     each kind of non-music teach its music detector (:mod:`train.music`).
     Small sets want ``batch_size`` 8 (more updates per epoch).
     """
