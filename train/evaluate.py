@@ -35,7 +35,7 @@ from sklearn.metrics import f1_score, recall_score
 from tqdm.auto import tqdm
 
 from genrewiz.audio import AudioError, load_audio
-from genrewiz.predict import GenreClassifier
+from genrewiz.predict import GenreClassifier, decode_rate
 from genrewiz.verdict import MUSIC_BELOW, is_unsure
 from train import calibrate, data, report
 from train.arrival import EVAL_CHAINS, Arrival
