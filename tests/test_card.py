@@ -38,3 +38,13 @@ def test_the_bundled_card_states_the_protocol_of_its_metrics():
     headline = results[0]
     assert headline.metric_type == "accuracy" and headline.metric_value == pytest.approx(metrics["accuracy"], abs=1e-4)
     assert metrics["protocol"] in headline.metric_name and f"{metrics['n_clips']} clips" in headline.metric_name
+
+
+def test_the_card_describes_both_ears_and_the_level():
+    from genrewiz.model import PCRNN
+
+    model = PCRNN.from_pretrained(BUNDLED_DIR)
+    text = card.architecture_text(model)
+    assert "mn04" in text and "musicnn" in text and f"weight {model.audioset_prior:g}" in text
+    assert f"level of {model.features.level_db:g} dB" in text
+    assert text in (BUNDLED_DIR / "README.md").read_text(encoding="utf-8"), "the bundled card says what it is"

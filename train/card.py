@@ -46,7 +46,7 @@ LIMITS = """\
 
 
 def architecture_text(model: PCRNN) -> str:
-    """One paragraph on the checkpoint's architecture and input, for either CNN branch."""
+    """One paragraph on the checkpoint's architecture and input, for either CNN branch, with or without the AudioSet ear."""
     f = model.features
     params = sum(p.numel() for p in model.parameters())
     if model.cnn_branch == "musicnn":
@@ -57,12 +57,23 @@ def architecture_text(model: PCRNN) -> str:
     else:
         branch = "its CNN branch is five Conv2d/MaxPool blocks trained from scratch (256 features)"
         scale = "dB relative to the clip's peak"
+    ear, joined = "", "the two are"
+    if model.ear is not None:
+        a = model.audioset_features
+        ear = (f"; a second pretrained ear, EfficientAT's mn04 AudioSet tagger (kept frozen), hears each window as "
+               f"{a.patches_per_window} 10-s patches at {a.sample_rate} Hz: its 512-unit hidden layer joins the others, "
+               f"its own AudioSet genre log-probabilities are added to the logits with weight {model.audioset_prior:g}, "
+               "and a logistic layer over its music, speech, silence, noise and test-tone classes gives the "
+               "probability that the input is music at all")
+        joined = "the three are"
+    level = "" if f.level_db is None else f" Each song is first brought to a level of {f.level_db:g} dB below full scale."
     return (
         f"A parallel CNN-RNN (PCRNN, {params:,} parameters): {branch}; a bidirectional GRU reads the same log-mel "
-        "window; the two are concatenated into one linear layer. The input is a window of "
+        f"window{ear}; {joined} concatenated into one linear layer. The input is a window of "
         f"{f.window_frames} frames x {f.n_mels} mel bands ({f.window_seconds:.1f} s at {f.sample_rate} Hz, hop "
         f"{f.hop_length}, {scale}); a song is cut into windows every {f.window_hop_frames} frames and the window "
-        "probabilities are averaged. `config.json` carries the labels, the branch and the exact feature settings."
+        f"probabilities are averaged.{level} `config.json` carries the labels, the branches and the exact feature "
+        "settings."
     )
 
 
