@@ -137,7 +137,7 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     clips = data.scan_gtzan(tmp_path)
     calls = []
     real = data.load_audio
-    monkeypatch.setattr(data, "load_audio", lambda path, rate: calls.append(Path(path).name) or real(path, rate))
+    monkeypatch.setattr(data, "load_audio", lambda path, *args: calls.append(Path(path).name) or real(path, *args))
 
     first, _ = data.load_features(clips, TINY, tmp_path / "cache", progress=False)
     assert len(calls) == 2

@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 import torch
 from tqdm.auto import tqdm
 
-from genrewiz.audio import SUPPORTED_EXTENSIONS, AudioError, load_audio
+from genrewiz.audio import DEFAULT_MAX_DURATION, SUPPORTED_EXTENSIONS, AudioError, load_audio
 from genrewiz.features import AudioSetFeatures, FeatureConfig, audioset_windows, make_windows
 from genrewiz.model import PCRNN
 from genrewiz.predict import analyse, decode_rate
@@ -354,13 +354,24 @@ def load_ear_features(
 def _ear_patches(job: tuple) -> np.ndarray:
     """Analyse one clip as the predictor does (through its arrival chain) and cut the ear's patches for the given windows."""
     path, starts, config, ear, arrival, key = job
-    if arrival is None:
-        analysis = analyse(path, config, ear=ear)
-    else:
-        rate = decode_rate(config, ear)
-        clip = load_audio(path, rate)
-        analysis = analyse(arrival.apply(clip.samples, rate, key), config, rate, ear=ear)
+    rate = decode_rate(config, ear)
+    analysis = analyse(arrived(path, rate, arrival, key), config, rate, ear=ear)
     return audioset_windows(analysis.ear_mel, starts, config.window_seconds, ear)
+
+
+def arrived(
+    path: str | os.PathLike[str], rate: int, arrival: Arrival | None, key: str, max_duration: float = DEFAULT_MAX_DURATION
+) -> np.ndarray:
+    """The clip ``key``'s waveform decoded at ``rate`` and, with ``arrival``, as it arrives through that chain.
+
+    The one way training's caches and the evaluation hear a clip through a chain: at the rate
+    the predictor decodes songs at, so both ears hear the same chained waveform.
+
+    Raises:
+        AudioError: the file cannot be decoded.
+    """
+    samples = load_audio(path, rate, max_duration).samples
+    return samples if arrival is None else arrival.apply(samples, rate, key)
 
 
 def trunk_embedder(model: PCRNN, cache_root: str | os.PathLike[str] | None = None):
@@ -435,9 +446,7 @@ def _compute(job: tuple[str, str, FeatureConfig, int, Arrival | None, str]) -> s
     """Decode one file at ``rate`` (through its arrival chain) and cache its spectrogram; return the error message if it is unreadable."""
     path, target, config, rate, arrival, key = job
     try:
-        clip = load_audio(path, rate)
-        samples = clip.samples if arrival is None else arrival.apply(clip.samples, rate, key)
-        mel = analyse(samples, config, rate).mel
+        mel = analyse(arrived(path, rate, arrival, key), config, rate).mel
     except AudioError as err:
         return str(err)
     _save_atomically(Path(target), mel)

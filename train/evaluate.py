@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.metrics import f1_score, recall_score
 from tqdm.auto import tqdm
 
-from genrewiz.audio import AudioError, load_audio
+from genrewiz.audio import AudioError
 from genrewiz.predict import GenreClassifier, decode_rate
 from genrewiz.verdict import MUSIC_BELOW, is_unsure
 from train import calibrate, data, report
@@ -80,9 +80,8 @@ def predict_clips(
                 prediction = classifier.predict(clip.path)
             else:
                 rate = decode_rate(classifier.config, classifier.audioset_config)
-                audio = load_audio(clip.path, rate, classifier.max_duration)
-                recorded = arrival.apply(audio.samples, audio.sample_rate, clip.key)
-                prediction = classifier.predict(recorded, audio.sample_rate)
+                recorded = data.arrived(clip.path, rate, arrival, clip.key, classifier.max_duration)
+                prediction = classifier.predict(recorded, rate)
         except AudioError as err:
             logger.warning("skipped unreadable clip %s: %s", clip.path, err)
             outcome.skipped.append({"clip": clip.key, "reason": str(err)})
