@@ -30,6 +30,8 @@ from .predict import Analysis, GenreClassifier, Prediction, analyse
 from .results import Row, file_stat, windows_json
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_MANAGER_EXIT_S = 10.0
+"""How long a stopped pool's manager thread may take to notice its killed workers (it takes milliseconds)."""
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Stop signals held from a tagged copy's rename until its row is written: a stop never falls between them."""
 
@@ -49,11 +51,22 @@ def _init_worker(parent: int) -> None:
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers now instead of letting them finish their queued files."""
+    """Kill the pool's workers now instead of letting them finish their queued files, and wait for the pool to close.
+
+    ``shutdown(wait=False)`` forgets the pool's workers and its manager thread, so a later
+    ``shutdown(wait=True)`` no longer joins it; left running, it closes its wake-up pipe while the
+    interpreter's exit handler writes to it (a "Bad file descriptor" traceback on a CLI whose
+    reader went away).
+    """
+    # Python 3.14 has pool.terminate_workers(); before it the processes and the manager thread are
+    # only reachable here, and only until shutdown() forgets them.
+    manager = getattr(pool, "_executor_manager_thread", None)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    # Python 3.14 has pool.terminate_workers(); before it the processes are only reachable here.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.kill()
+    if manager is not None:
+        manager.join(timeout=_MANAGER_EXIT_S)
 
 
 def _analyse_or_error(

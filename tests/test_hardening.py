@@ -301,6 +301,28 @@ def test_full_disk_is_one_clear_line(tmp_path):
     assert done.stderr.strip() == "genrewiz: cannot write results to /dev/full: No space left on device"
 
 
+def test_rows_closed_early_stop_the_workers_and_the_pool_before_returning(slow_library):
+    """Closing the row stream (a stop, a reader gone) kills the decoding workers and joins the pool's manager thread.
+
+    Left running, the manager thread races the interpreter's exit handler for its wake-up pipe.
+    """
+    import threading
+    from concurrent.futures.process import _ExecutorManagerThread
+
+    from genrewiz import GenreClassifier
+    from genrewiz.batch import predict_files
+
+    classifier = GenreClassifier.from_pretrained(BUNDLED_DIR)
+    before = set(children(os.getpid()))
+    rows = predict_files(classifier, slow_library, 2, jobs=2, progress=False)
+    first = next(rows)  # the long songs are still decoding
+    workers = sorted(set(children(os.getpid())) - before)
+    assert first.path.endswith("00_short.wav") and len(workers) == 2
+    rows.close()
+    assert not [pid for pid in workers if alive(pid)], "the workers outlived the stream"
+    assert not [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
+
+
 def test_jsonl_streams_and_a_closed_pipe_ends_quietly(slow_library):
     cli = start_cli(str(slow_library[0].parent), "--format", "jsonl", "--jobs", "2", "-q")
     try:
