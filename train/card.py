@@ -61,7 +61,8 @@ def architecture_text(model: PCRNN) -> str:
     if model.ear is not None:
         a = model.audioset_features
         ear = (f"; a second pretrained ear, EfficientAT's mn04 AudioSet tagger (kept frozen), hears each window as "
-               f"{a.patches_per_window} 10-s patches at {a.sample_rate} Hz: its 512-unit hidden layer joins the others, "
+               f"{a.patches_per_window} 10-s patches at {a.sample_rate} Hz: its {model.ear.out_features}-unit hidden layer "
+               "joins the others, "
                f"its own AudioSet genre log-probabilities are added to the logits with weight {model.audioset_prior:g}, "
                "and a logistic layer over its music, speech, silence, noise and test-tone classes gives the "
                "probability that the input is music at all")

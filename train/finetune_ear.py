@@ -46,6 +46,8 @@ from genrewiz.audioset import AUDIOSET_GENRES, AudioSetBranch
 from genrewiz.features import AudioSetFeatures, audioset_log_mel, audioset_windows
 from genrewiz.mn04 import EMBEDDING_SIZE, MN04
 from train.data import SPLIT_LISTS, Clip, exclude_listed, filtered_split, scan_gtzan, scan_songs
+from train.report import scores as named_scores
+from train.train import class_weights
 
 logger = logging.getLogger("train")
 
@@ -174,17 +176,13 @@ def fine_tune(model: FineTunedEar, waves: list[np.ndarray], labels: np.ndarray, 
               settings: Settings) -> list[EpochLog]:
     """Train ``model`` on random crops of ``waves`` (``labels`` index :data:`GENRES`); the mean loss and time of each epoch.
 
-    Cross-entropy weighted by inverse class frequency (GTZAN's blues and jazz outnumber its other
-    genres three to one), plus ``distill`` times KL(zero-shot || model) on the same crop, the
+    Cross-entropy weighted by inverse class frequency as the PCRNN's training weighs it
+    (:func:`train.train.class_weights`; GTZAN's blues and jazz outnumber its other genres three to one), plus ``distill`` times KL(zero-shot || model) on the same crop, the
     zero-shot logits coming from a frozen copy of the trainable part at its initial weights.
     """
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
-    counts = np.bincount(labels, minlength=len(GENRES)).astype(np.float32)
-    present = counts > 0
-    weights = np.ones(len(GENRES), dtype=np.float32)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    class_weights = torch.from_numpy(weights)
+    weights = class_weights(labels, len(GENRES))
     teacher = copy.deepcopy(nn.Sequential(model.tail, model.head)).eval().requires_grad_(False) if distill else None
     head_params = list(model.head.parameters())
     tail_params = [p for p in model.tail.parameters() if p.requires_grad]
@@ -201,7 +199,7 @@ def fine_tune(model: FineTunedEar, waves: list[np.ndarray], labels: np.ndarray, 
             batch = order[first : first + settings.batch_size]
             prefix = model.prefix(random_crops([waves[i] for i in batch], rng, settings))
             logits = model.from_prefix(prefix)
-            loss = F.cross_entropy(logits, target[batch], weight=class_weights)
+            loss = F.cross_entropy(logits, target[batch], weight=weights)
             if teacher is not None:
                 with torch.no_grad():
                     zero_shot = F.log_softmax(teacher(prefix), dim=1)
@@ -238,11 +236,11 @@ def predictions(model: FineTunedEar, patches: list[torch.Tensor]) -> np.ndarray:
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
-    """Accuracy, balanced accuracy (mean recall over the genres present) and per-genre right/clips."""
+    """Accuracy, balanced accuracy (mean recall over the genres present, :func:`train.report.scores`) and per-genre right/clips."""
     recall = {GENRES[g]: [int((predicted[truth == g] == g).sum()), int((truth == g).sum())]
               for g in range(len(GENRES)) if (truth == g).any()}
-    return {"accuracy": float((truth == predicted).mean()),
-            "balanced": float(np.mean([right / n for right, n in recall.values()])),
+    named = named_scores([GENRES[i] for i in truth], [GENRES[i] for i in predicted], list(GENRES))
+    return {"accuracy": named["accuracy"], "balanced": named["balanced_accuracy"],
             "recall": recall, "predicted": predicted.tolist()}
 
 

@@ -321,10 +321,10 @@ def cross_fitted_calibration(
     return calibration_report(windows, np.array(truth), f"out-of-fold predictions of {folds}-fold cross-fitting")
 
 
-def class_weights(examples: list[Example], n_labels: int) -> torch.Tensor:
-    """Loss weights inversely proportional to class frequency, mean 1 over the examples."""
-    counts = np.bincount([e.label for e in examples], minlength=n_labels).astype(np.float64)
-    weights = len(examples) / (n_labels * np.maximum(counts, 1.0))
+def class_weights(labels: list[int] | np.ndarray, n_labels: int) -> torch.Tensor:
+    """Loss weights inversely proportional to class frequency, mean 1 over the examples with these label indices."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_labels).astype(np.float64)
+    weights = len(labels) / (n_labels * np.maximum(counts, 1.0))
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -370,7 +370,7 @@ def fit(
     model.to(device)
     n_labels = len(model.labels)
     frozen = is_frozen(model)
-    weights = class_weights(train, n_labels).to(device) if recipe.balance else None
+    weights = class_weights([e.label for e in train], n_labels).to(device) if recipe.balance else None
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.RMSprop(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
